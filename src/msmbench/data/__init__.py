@@ -1,0 +1,1 @@
+"""msmbench.data"""

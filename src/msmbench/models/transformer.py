@@ -1,0 +1,112 @@
+"""SSAST-style ViT encoder (SPEC.md section 2): pre-norm blocks, qkv bias, GELU MLP, final LayerNorm.
+
+Two attention paths with one set of weights: `attention="sdpa"` (PyTorch's fused
+scaled_dot_product_attention: flash / memory-efficient kernels on GPU) and `attention="explicit"`
+(softmax(q k^T / sqrt(d)) v written out, as in the released code: the reference for parity tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from msmbench.models.registry import register_backbone
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the released code's norm
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    attention: str = "sdpa"  # "sdpa" (fused) | "explicit" (reference)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        if cfg.dim % cfg.heads:
+            raise ValueError(f"dim {cfg.dim} is not divisible by heads {cfg.heads}")
+        if cfg.attention not in ("sdpa", "explicit"):
+            raise ValueError(f"attention must be 'sdpa' or 'explicit', got {cfg.attention!r}")
+        self.heads = cfg.heads
+        self.use_sdpa = cfg.attention == "sdpa"
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, d]
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            y = attn.softmax(dim=-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = LayerNorm(cfg.dim)
+        self.attn = Attention(cfg)
+        self.norm2 = LayerNorm(cfg.dim)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+TRANSFORMER_SIZES = {
+    "cpu": TransformerConfig(dim=64, depth=4, heads=2),
+    "tiny": TransformerConfig(dim=192, depth=12, heads=3),
+    "small": TransformerConfig(dim=384, depth=12, heads=6),
+    "base": TransformerConfig(dim=768, depth=12, heads=12),
+}
+
+
+@register_backbone("transformer", TransformerConfig, TRANSFORMER_SIZES,
+                   description="SSAST-style ViT (pre-norm, MHSA + GELU MLP)",
+                   paper_params={"tiny": 5.4, "small": 21.5, "base": 85.8})
+class TransformerEncoder(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dim = cfg.dim
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = LayerNorm(cfg.dim)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        # The released code: xavier_uniform Linear weights, zero biases; LayerNorm (1, 0).
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, L, D] -> [B, L, D]."""
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
