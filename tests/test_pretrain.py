@@ -132,3 +132,31 @@ def test_non_finite_loss_stops_with_the_step(features, tmp_path):
     spec = model_spec("transformer", "cpu")
     with pytest.raises(NonFiniteLossError, match="at step 1"):
         pretrain(features, tmp_path, spec, {**TRAIN, "base_lr": float("inf")}, seed=0, progress=False)
+
+
+def test_two_processes_match_one(features, tmp_path):
+    """DistributedDataParallel (torchrun, gloo on CPU): same global batch, same crops and masks, so the
+    loss curve and the final weights equal the single-process run's up to float32 reduction order."""
+    import json
+
+    import pandas as pd
+
+    train = json.dumps({**TRAIN, "epochs": 2})
+    model = json.dumps({"backbone": "transformer", "size": "cpu"})
+    args = ["pretrain", "--features", str(features), "--model", model, "--train", train, "--seed", "1",
+            "--threads", "1", "--quiet", "--device", "cpu"]
+    one = subprocess.run([sys.executable, "-m", "msmbench.cli", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "msmbench.cli", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["training"]["world_size"] == 2
+    a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("one", "two"))
+    assert list(a["step"]) == list(b["step"])
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
+    from safetensors.torch import load_file
+    wa, wb = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-5)

@@ -266,7 +266,7 @@ def test_paper_uses_only_macros_defined_for_every_run(tmp_path):
     main = (Path(__file__).resolve().parents[1] / "paper" / "main.tex").read_text()
     used = set(re.findall(r"\\(msm[A-Z][A-Za-z]*)", main))
     assert used and used <= set(T.GENERIC_MACROS) <= defined, used - set(T.GENERIC_MACROS)
-    assert r"\input{numbers.tex}" in main and r"\input{tables/results.tex}" in main
+    assert r"\input{tables/numbers.tex}" in main and r"\input{tables/results.tex}" in main
     assert r"\graphicspath{{../figures/}}" in main
 
 

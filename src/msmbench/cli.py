@@ -47,7 +47,8 @@ def cmd_synth_pretrain(a: argparse.Namespace) -> None:
 
     started = now()
     out = synth.generate_pretrain_corpus(a.out, seed=a.seed, n_clips=a.clips)
-    write_record(out, "synth_pretrain", settings={"seed": a.seed, "clips": a.clips}, seed=a.seed, started=started)
+    # the record sits on files.csv (the rule's output), which lists every clip with its sha256
+    write_record(out / "files.csv", "synth_pretrain", settings={"seed": a.seed, "clips": a.clips}, seed=a.seed, started=started)
 
 
 def cmd_fetch(a: argparse.Namespace) -> None:
@@ -66,8 +67,20 @@ def cmd_features(a: argparse.Namespace) -> None:
     from msmbench.provenance.record import now, write_record
 
     started = now()
-    meta = build_shards(a.sources, a.out, shard_clips=a.shard_clips, workers=a.workers, progress=not a.quiet)
-    write_record(meta, "features", inputs=a.sources, settings={"shard_clips": a.shard_clips}, started=started)
+    meta = build_shards(a.sources, a.out, shard_clips=a.shard_clips, workers=a.workers, progress=not a.quiet,
+                        skip_bad=a.skip_bad)
+    write_record(meta, "features", inputs=a.sources, settings={"shard_clips": a.shard_clips, "skip_bad": a.skip_bad},
+                 started=started)
+
+
+def cmd_check_disjoint(a: argparse.Namespace) -> None:
+    from msmbench.data.disjoint import check_disjoint
+    from msmbench.provenance.record import now, write_record
+
+    started = now()
+    result = check_disjoint(a.features, a.tasks, a.out)
+    write_record(a.out, "check_disjoint", inputs=[Path(a.features) / "meta.json", *a.tasks], started=started)
+    print(f"disjoint: {result['pretraining_clips']} pretraining clips, {result['task_clips']} task clips, no overlap")
 
 
 # --- models -----------------------------------------------------------------------------------------
@@ -87,10 +100,10 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     spec = _spec_from_settings(_settings(a.model))
     summary = pretrain(a.features, a.out, spec, train, seed=a.seed, device=a.device, threads=a.threads,
                        progress=not a.quiet)
-    out = Path(a.out) / "model.safetensors"
-    if (Path(a.out) / "model.json").exists():
-        write_record(out, "pretrain", inputs=[Path(a.features) / "meta.json"],
-                     settings={"model": spec, "pretrain": train}, seed=a.seed, started=started, extra=summary)
+    if (Path(a.out) / "model.json").exists():  # rank 0 of a distributed run writes the files
+        for name in ("model.safetensors", "model.json", "metrics.csv"):
+            write_record(Path(a.out) / name, "pretrain", inputs=[Path(a.features) / "meta.json"],
+                         settings={"model": spec, "pretrain": train}, seed=a.seed, started=started, extra=summary)
 
 
 def cmd_init_model(a: argparse.Namespace) -> None:
@@ -100,8 +113,8 @@ def cmd_init_model(a: argparse.Namespace) -> None:
     started = now()
     spec = _spec_from_settings(_settings(a.model))
     initial_checkpoint(a.out, spec, seed=a.seed)
-    write_record(Path(a.out) / "model.safetensors", "init_model", settings={"model": spec}, seed=a.seed,
-                 started=started)
+    for name in ("model.safetensors", "model.json"):
+        write_record(Path(a.out) / name, "init_model", settings={"model": spec}, seed=a.seed, started=started)
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> None:
@@ -193,6 +206,46 @@ def cmd_summary(a: argparse.Namespace) -> None:
     print(run_summary(a.benchmarks, a.results, a.figures, a.paper))
 
 
+def cmd_audit(a: argparse.Namespace) -> None:
+    from msmbench.io import write_json, write_text
+    from msmbench.provenance.audit import audit_all, cell_lineage, final_outputs, format_lineage, to_prov_json
+
+    outputs = final_outputs(a.root) if a.all else a.outputs
+    if not outputs:
+        raise ValueError("nothing to audit: name outputs, or use --all after a run")
+    report = audit_all(outputs)
+    lines = []
+    for out in map(str, outputs):
+        lines += format_lineage(report, out) + [""]
+    if a.model or a.task:
+        if not (a.model and a.task):
+            raise ValueError("--model and --task go together (they name one table cell)")
+        cell = cell_lineage(report, a.model, a.task)
+        lines += ["table cell:"] + [f"  {k}: {v}" for k, v in cell.items()] + [""]
+    verdict = (f"OK: {len(report.records)} records, every hash verified down to the raw data" if report.ok else
+               f"FAILED: {len(report.findings)} problem(s):\n" + "\n".join(f"  {f.path}: {f.problem}" for f in report.findings))
+    text = "\n".join(lines + [verdict]) + "\n"
+    print(text, end="")
+    if a.report:
+        write_text(a.report, text)
+    if a.prov_json:
+        write_json(a.prov_json, to_prov_json(report))
+    if not report.ok:
+        raise AuditFailed(f"audit failed: {report.findings[0].path}: {report.findings[0].problem}")
+
+
+def cmd_sync_mtimes(a: argparse.Namespace) -> None:
+    from msmbench.provenance.audit import sync_mtimes
+
+    counts = sync_mtimes(a.root)
+    print(f"{counts['fresh']} outputs match their records (ordered after their inputs); "
+          f"{counts['stale']} do not (marked out of date, Snakemake will rerun them)")
+
+
+class AuditFailed(RuntimeError):
+    pass
+
+
 def cmd_validate_config(a: argparse.Namespace) -> None:
     from msmbench.config import load_config
 
@@ -241,7 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="shard directory (meta.json is written last)")
     sp.add_argument("--shard-clips", type=int, default=50000)
     sp.add_argument("--workers", type=int, default=1)
+    sp.add_argument("--skip-bad", action=argparse.BooleanOptionalAction, default=False,
+                    help="leave out unreadable audio files (listed in meta.json) instead of stopping")
     common(sp)
+
+    sp = cmd("check-disjoint", cmd_check_disjoint,
+             "fail if any task clip is also a pretraining clip (sha256 of the files)")
+    sp.add_argument("--features", required=True, help="log-mel shard directory (its files.tsv lists the sources)")
+    sp.add_argument("--tasks", nargs="+", required=True, help="task directories")
+    sp.add_argument("--out", required=True, help="JSON report")
 
     sp = cmd("pretrain", cmd_pretrain, "pretrain one masked spectrogram model (resumes from train_state.pt)")
     sp.add_argument("--features", required=True, help="log-mel shard directory")
@@ -288,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("table", cmd_table, "render the results table (CSV, Markdown, LaTeX) and headline-number macros")
     sp.add_argument("--summary", required=True)
     sp.add_argument("--out-dir", required=True)
-    sp.add_argument("--numbers", required=True, help="LaTeX macros output (paper/numbers.tex)")
+    sp.add_argument("--numbers", required=True, help="LaTeX macros output (paper/tables/numbers.tex)")
     sp.add_argument("--tasks", nargs="*", default=None, help="task column order")
 
     sp = cmd("figure", cmd_figure, "render one figure (PNG + PDF)")
@@ -298,10 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", nargs="*", default=None)
 
     sp = cmd("summary", cmd_summary, "print what ran, how long it took and where the results are")
-    sp.add_argument("--benchmarks", default="results/benchmarks")
+    sp.add_argument("--benchmarks", default="logs/benchmarks")
     sp.add_argument("--results", default="results")
     sp.add_argument("--figures", default="figures")
     sp.add_argument("--paper", default="paper")
+
+    sp = cmd("audit", cmd_audit, "print the lineage of outputs and re-verify every hash down to the raw data")
+    sp.add_argument("outputs", nargs="*", help="output files or directories with a .prov.json record")
+    sp.add_argument("--all", action="store_true", help="the paper's tables, macros and figures")
+    sp.add_argument("--root", default=".", help="workflow directory (for --all)")
+    sp.add_argument("--model", help="with --task: the lineage of one table cell")
+    sp.add_argument("--task")
+    sp.add_argument("--report", help="also write the printed report to this file")
+    sp.add_argument("--prov-json", help="write the lineage as a W3C PROV-JSON document")
+
+    sp = cmd("sync-mtimes", cmd_sync_mtimes,
+             "after `dvc pull`: order outputs' modification times by their provenance records (content decides)")
+    sp.add_argument("--root", default=".")
 
     sp = cmd("validate-config", cmd_validate_config, "check config files against the schema")
     sp.add_argument("configs", nargs="+")
@@ -315,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, AuditFailed, RuntimeError) as e:  # OverlapError is a ValueError
         log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
     log.info("%s done in %.1f s", args.command, time.perf_counter() - t0)

@@ -129,7 +129,7 @@ def generated_pretrain_sources(wildcards):
 
 
 def final_outputs():
-    outputs = ["paper/tables/results.md", "paper/numbers.tex"]
+    outputs = ["paper/tables/results.md", "paper/tables/numbers.tex"]
     outputs += expand("figures/{name}.pdf", name=FIGURES)
     if config["report"]["build_pdf"]:
         outputs.append("paper/main.pdf")

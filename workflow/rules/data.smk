@@ -9,7 +9,7 @@ if DATA["source"] == "synthetic":
         log:
             "logs/data/synth_{task}.log",
         benchmark:
-            "results/benchmarks/synth_task/{task}.tsv"
+            "logs/benchmarks/synth_task/{task}.tsv"
         conda:
             "../../envs/msmbench.yaml"
         params:
@@ -26,7 +26,7 @@ else:
         log:
             "logs/data/fetch_{task}.log",
         benchmark:
-            "results/benchmarks/fetch_task/{task}.tsv"
+            "logs/benchmarks/fetch_task/{task}.tsv"
         retries: 2
         conda:
             "../../envs/msmbench.yaml"
@@ -42,7 +42,7 @@ rule synth_pretrain_corpus:
     log:
         "logs/data/synth_pretrain.log",
     benchmark:
-        "results/benchmarks/synth_pretrain.tsv"
+        "logs/benchmarks/synth_pretrain.tsv"
     conda:
         "../../envs/msmbench.yaml"
     params:
@@ -61,7 +61,7 @@ rule features:
     log:
         "logs/features/{corpus}.log",
     benchmark:
-        "results/benchmarks/features/{corpus}.tsv"
+        "logs/benchmarks/features/{corpus}.tsv"
     conda:
         "../../envs/msmbench.yaml"
     threads: 8  # capped at --cores by Snakemake
@@ -69,6 +69,23 @@ rule features:
         sources=pretrain_sources(),
         out=lambda wc, output: os.path.dirname(output[0]),
         shard_clips=DATA["pretrain"]["shard_clips"],
+        skip_bad="--skip-bad" if DATA["pretrain"]["skip_bad_files"] else "--no-skip-bad",
     shell:
         "msmbench features --sources {params.sources} --out {params.out} "
-        "--shard-clips {params.shard_clips} --workers {threads} 2> {log}"
+        "--shard-clips {params.shard_clips} {params.skip_bad} --workers {threads} 2> {log}"
+
+
+rule check_disjoint:
+    input:
+        features="results/features/{corpus}/meta.json",
+        tasks=expand("data/tasks/{task}", task=TASKS),
+    output:
+        "results/features/{corpus}/disjoint.json",
+    log:
+        "logs/features/{corpus}_disjoint.log",
+    conda:
+        "../../envs/msmbench.yaml"
+    params:
+        features=lambda wc, input: os.path.dirname(input.features),
+    shell:
+        "msmbench check-disjoint --features {params.features} --tasks {input.tasks} --out {output} 2> {log}"

@@ -10,7 +10,7 @@ rule embed:
     log:
         "logs/embed/{embedder}/{task}.log",
     benchmark:
-        "results/benchmarks/embed/{embedder}/{task}.tsv"
+        "logs/benchmarks/embed/{embedder}/{task}.tsv"
     conda:
         "../../envs/msmbench.yaml"
     threads: RES["threads"]

@@ -4,6 +4,7 @@
 rule pretrain:
     input:
         features=f"results/features/{CORPUS}/meta.json",
+        disjoint=f"results/features/{CORPUS}/disjoint.json",  # no task clip in the pretraining data
     output:
         weights="results/models/{pretrained}/model.safetensors",
         spec="results/models/{pretrained}/model.json",
@@ -11,7 +12,7 @@ rule pretrain:
     log:
         "logs/pretrain/{pretrained}.log",
     benchmark:
-        "results/benchmarks/pretrain/{pretrained}.tsv"
+        "logs/benchmarks/pretrain/{pretrained}.tsv"
     conda:
         "../../envs/msmbench.yaml"
     threads: RES["threads"]

@@ -11,7 +11,7 @@ rule probe:
     log:
         "logs/probe/{embedder}/{task}.log",
     benchmark:
-        "results/benchmarks/probe/{embedder}/{task}.tsv"
+        "logs/benchmarks/probe/{embedder}/{task}.tsv"
     conda:
         "../../envs/msmbench.yaml"
     threads: RES["threads"]

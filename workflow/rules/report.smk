@@ -26,7 +26,7 @@ rule table:
         ),
         csv="paper/tables/results.csv",
         tex="paper/tables/results.tex",
-        numbers="paper/numbers.tex",
+        numbers="paper/tables/numbers.tex",
     log:
         "logs/report/table.log",
     conda:

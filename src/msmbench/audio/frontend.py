@@ -107,7 +107,10 @@ class LogMel(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         c = self.cfg
-        power = power_spectrogram(audio.float(), c.n_fft, c.win_length, c.hop_length, self.window)
+        audio = audio.float()
+        if audio.shape[-1] <= c.n_fft // 2:  # reflect padding needs more samples than half a window:
+            audio = torch.nn.functional.pad(audio, (0, c.n_fft // 2 + 1 - audio.shape[-1]))  # zeros at the end
+        power = power_spectrogram(audio, c.n_fft, c.win_length, c.hop_length, self.window)
         x = torch.log(power @ self.filterbank + LOG_EPS)
         return standardize(x) if self.standardized else x
 

@@ -55,16 +55,26 @@ def list_audio(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def _build_shard(args: tuple[int, list[Path], Path, dict]) -> dict:
-    from msmbench.audio.io import read_audio  # imported in the worker process
+def _build_shard(args: tuple[int, list[Path], Path, dict, bool]) -> dict:
+    from msmbench.audio.io import AudioError, read_audio  # imported in the worker process
 
-    index, files, out_dir, frontend = args
+    index, files, out_dir, frontend, skip_bad = args
     cfg = FrontendConfig(**frontend)
-    mels, hashes = [], []
+    mels, hashes, kept, skipped = [], [], [], []
     for f in files:
-        audio = read_audio(f, cfg.sample_rate)
+        try:
+            audio = read_audio(f, cfg.sample_rate)
+        except AudioError as e:
+            if not skip_bad:
+                raise
+            skipped.append({"path": str(f), "error": str(e)})
+            continue
         mels.append(log_mel(audio, cfg).numpy().astype(np.float16))
         hashes.append(sha256_file(f))
+        kept.append(f)
+    if not mels:
+        raise ValueError(f"shard {index}: every one of its {len(files)} files was unreadable")
+    files = kept
     offsets = np.concatenate([[0], np.cumsum([m.shape[0] for m in mels])]).astype(np.int64)
     name = f"shard_{index:05d}"
     with atomic_path(out_dir / f"{name}.npy") as tmp:
@@ -73,18 +83,23 @@ def _build_shard(args: tuple[int, list[Path], Path, dict]) -> dict:
         np.save(tmp, offsets)
     return {"index": index, "file": f"{name}.npy", "offsets": f"{name}.offsets.npy", "clips": len(files),
             "frames": int(offsets[-1]), "sha256": sha256_file(out_dir / f"{name}.npy"),
-            "sources": [(str(f), h) for f, h in zip(files, hashes)]}
+            "sources": [(str(f), h) for f, h in zip(files, hashes)], "skipped": skipped}
 
 
 def build_shards(sources: list[str | Path], out_dir: str | Path, shard_clips: int = 50000, workers: int = 1,
-                 frontend: FrontendConfig = FrontendConfig(), progress: bool = True) -> Path:
-    """Compute log-mel shards of all audio in `sources` into `out_dir`; returns the meta.json path."""
+                 frontend: FrontendConfig = FrontendConfig(), progress: bool = True, skip_bad: bool = False) -> Path:
+    """Compute log-mel shards of all audio in `sources` into `out_dir`; returns the meta.json path.
+
+    A file that cannot be read (corrupt, empty, non-finite: msmbench.audio.io.AudioError) stops the
+    build with an error naming it, unless `skip_bad`: then it is left out, logged, and listed under
+    "skipped" in meta.json (a web-scraped corpus like AudioSet always has a few broken downloads).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
     files = list_audio(sources)
     chunks = [files[i:i + shard_clips] for i in range(0, len(files), shard_clips)]
-    jobs = [(i, chunk, out_dir, frontend.to_dict()) for i, chunk in enumerate(chunks)]
+    jobs = [(i, chunk, out_dir, frontend.to_dict(), skip_bad) for i, chunk in enumerate(chunks)]
     bar = tqdm(total=len(jobs), desc="log-mel shards", unit="shard", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -99,12 +114,16 @@ def build_shards(sources: list[str | Path], out_dir: str | Path, shard_clips: in
             bar.update()
     bar.close()
     lines = [f"{src}\t{h}\t{s['index']}" for s in shards for src, h in s.pop("sources")]
+    skipped = [item for s in shards for item in s.pop("skipped")]
+    for item in skipped:
+        log.warning("skipped %s", item["error"])
     write_text(out_dir / "files.tsv", "\n".join(lines) + "\n")
     meta = {"format": FORMAT, "frontend": frontend.to_dict(), "standardized": True, "dtype": "float16",
             "clips": sum(s["clips"] for s in shards), "frames": sum(s["frames"] for s in shards),
-            "files_sha256": sha256_file(out_dir / "files.tsv"), "shards": shards}
+            "files_sha256": sha256_file(out_dir / "files.tsv"), "skipped": skipped, "shards": shards}
     write_json(out_dir / "meta.json", meta)
-    log.info("wrote %d clips (%d frames) in %d shard(s) to %s", meta["clips"], meta["frames"], len(shards), out_dir)
+    log.info("wrote %d clips (%d frames) in %d shard(s) to %s; skipped %d unreadable file(s)", meta["clips"],
+             meta["frames"], len(shards), out_dir, len(skipped))
     return out_dir / "meta.json"
 
 

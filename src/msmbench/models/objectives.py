@@ -58,7 +58,8 @@ def objective_config(name: str, **overrides) -> ObjectiveConfig:
     return cfg
 
 
-def random_masking(batch: int, length: int, mask_ratio: float, device, generator=None) -> tuple[Tensor, Tensor]:
+def random_masking(batch: int, length: int, mask_ratio: float, device, generator=None,
+                   noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Unstructured random masking. Returns (mask, ids_keep).
 
     mask: [B, L] float, 0 is keep, 1 is remove. ids_keep: [B, n_keep] indices of kept tokens in
@@ -66,7 +67,8 @@ def random_masking(batch: int, length: int, mask_ratio: float, device, generator
     n_keep = int(L * (1 - ratio)), the released code's rounding.
     """
     n_keep = int(length * (100 - mask_ratio * 100) / 100)
-    noise = torch.rand(batch, length, device=device, generator=generator)
+    if noise is None:  # uniform noise decides the order: small is kept, large is masked
+        noise = torch.rand(batch, length, device=device, generator=generator)
     ids_keep = torch.argsort(noise, dim=1)[:, :n_keep].sort(dim=1).values
     mask = torch.ones(batch, length, device=device)
     mask.scatter_(1, ids_keep, 0.0)
@@ -118,6 +120,10 @@ class MaskedSpectrogramModel(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
 
     # --- shared pieces -------------------------------------------------------------------------
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
     def embed_patches(self, spec: Tensor) -> Tensor:
         """spec: [B, T, F] -> patch tokens with positions: [B, L, D]."""
         return self.patch_embed(patchify(spec)) + self.pos_embed[:, 1:, :]
@@ -135,11 +141,14 @@ class MaskedSpectrogramModel(nn.Module):
         return tokens_to_frames(self.forward_features(spec), self.grid[1], order)
 
     # --- objective -----------------------------------------------------------------------------
-    def forward_encoder(self, spec: Tensor, generator=None) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns (latent, mask, ids_keep). SSAST: latent [B, 1+L, D]; MAE: [B, 1+n_keep, D]."""
+    def forward_encoder(self, spec: Tensor, generator=None, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (latent, mask, ids_keep). SSAST: latent [B, 1+L, D]; MAE: [B, 1+n_keep, D].
+
+        noise: optional [B, L] uniform values that decide the mask (distributed training passes each
+        process its slice of the global batch's noise, so the masks equal a single-process run's)."""
         x = self.embed_patches(spec)
         B, L, D = x.shape
-        mask, ids_keep = random_masking(B, L, self.objective.mask_ratio, x.device, generator)
+        mask, ids_keep = random_masking(B, L, self.objective.mask_ratio, x.device, generator, noise)
         if self.objective.kind == "mae":
             x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
         else:
@@ -161,8 +170,8 @@ class MaskedSpectrogramModel(nn.Module):
         target = patchify(spec)
         return masked_mse(pred, target, None if self.objective.loss_on == "all" else mask)
 
-    def forward(self, spec: Tensor, generator=None) -> tuple[Tensor, Tensor, Tensor]:
-        latent, mask, ids_keep = self.forward_encoder(spec, generator)
+    def forward(self, spec: Tensor, generator=None, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        latent, mask, ids_keep = self.forward_encoder(spec, generator, noise)
         pred = self.forward_decoder(latent, ids_keep)
         return self.forward_loss(spec, pred, mask), pred, mask
 

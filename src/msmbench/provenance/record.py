@@ -33,11 +33,15 @@ def record_path(output: str | os.PathLike) -> Path:
     return output.parent / (output.name + SUFFIX)
 
 
+# Not content: provenance records, and the timestamp Snakemake drops into directory outputs.
+_NOT_CONTENT = (SUFFIX, ".snakemake_timestamp")
+
+
 def sha256_tree(path: str | os.PathLike) -> str:
     """Content hash of a directory: sha256 over sorted 'relative/path sha256' lines (records excluded)."""
     root = Path(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(SUFFIX)):
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(_NOT_CONTENT)):
         h.update(f"{f.relative_to(root).as_posix()} {sha256_file(f)}\n".encode())
     return h.hexdigest()
 

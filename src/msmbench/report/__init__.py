@@ -2,7 +2,7 @@
 
 - `msmbench.stats` (shared with the probe stage): mean and 95% Student-t half-width over seeds.
 - `aggregate`: score files -> long table -> per-(model, task) summary -> normalised overall score.
-- `tables`: results table (CSV, Markdown, LaTeX) and `paper/numbers.tex` macros.
+- `tables`: results table (CSV, Markdown, LaTeX) and `paper/tables/numbers.tex` macros.
 - `figures`: the paper's figures (PNG + PDF).
 - `render`: file-level entry points for the CLI.
 

@@ -1,7 +1,7 @@
 """The run summary printed when the workflow finishes: what ran, how long, where the results are.
 
 Reads the per-job timing files that Snakemake's `benchmark:` directive writes under
-results/benchmarks/<stage>/... (columns s, max_rss, cpu_time, ...).
+logs/benchmarks/<stage>/... (columns s, max_rss, cpu_time, ...).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def stage_times(bench_dir: str | Path) -> dict[str, dict]:
     return dict(stages)
 
 
-def run_summary(bench_dir="results/benchmarks", results="results", figures="figures", paper="paper") -> str:
+def run_summary(bench_dir="logs/benchmarks", results="results", figures="figures", paper="paper") -> str:
     stages = stage_times(bench_dir)
     lines = ["", "msmbench run summary", "", f"{'stage':<16}{'jobs':>6}{'job time (s)':>14}{'peak RSS (MB)':>15}"]
     for name, s in sorted(stages.items(), key=lambda kv: -kv[1]["seconds"]):
@@ -43,7 +43,7 @@ def run_summary(bench_dir="results/benchmarks", results="results", figures="figu
     lines += [f"{'all timed jobs':<16}{sum(s['jobs'] for s in stages.values()):>6}{total:>14.1f}", ""]
     outputs = [("results table", Path(paper) / "tables" / "results.md"),
                ("per-task scores", Path(results) / "summary" / "summary.csv"),
-               ("paper macros", Path(paper) / "numbers.tex"),
+               ("paper macros", Path(paper) / "tables" / "numbers.tex"),
                ("paper PDF", Path(paper) / "main.pdf")]
     for label, path in outputs:
         if path.exists():

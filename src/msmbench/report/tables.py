@@ -3,7 +3,7 @@
 `results_table` builds one numeric frame (scores in percent) in table order; `write_tables` renders it
 three ways: `results.csv` keeps numbers only (separate mean / ci95 / n columns, machine-readable),
 `results.md` and `results.tex` show "mean +/- ci" cells with one decimal and the best pretrained model
-per task in bold. `write_numbers` writes `paper/numbers.tex`, so the paper's text quotes no number
+per task in bold. `write_numbers` writes `paper/tables/numbers.tex`, so the paper's text quotes no number
 by hand.
 """
 

@@ -63,8 +63,8 @@ class StepDataset(Dataset):
         return torch.from_numpy(np.stack(crops))
 
 
-def mask_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """The masking noise of a step, seeded by (seed, step, rank): identical after a resume."""
+def mask_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The masking noise of a step (for the global batch), seeded by (seed, step): identical after a resume."""
     g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, 3, step, rank]).generate_state(1)[0]))
+    g.manual_seed(int(np.random.SeedSequence([seed, 3, step]).generate_state(1)[0]))
     return g

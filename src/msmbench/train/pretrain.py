@@ -152,12 +152,16 @@ def pretrain(features: str | Path, out_dir: str | Path, spec: dict, cfg: dict, s
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(dev, non_blocking=True)
-        gen = mask_generator(seed, step, rank, dev)
+        # The step's mask noise is drawn for the whole global batch and sliced per process, so a run on
+        # N GPUs sees the same masks as a run on one (train/data.py draws the crops the same way).
+        noise = torch.rand(cfg["batch_size"], model.num_patches, device=dev, generator=mask_generator(seed, step, dev))
+        noise = noise[rank * len(batch):(rank + 1) * len(batch)]
         with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss, _, _ = train_model(batch, generator=gen)
+            loss, _, _ = train_model(batch, noise=noise)
         loss_value = loss.detach()
-        if world > 1:
-            torch.distributed.all_reduce(loss_value, op=torch.distributed.ReduceOp.AVG)
+        if world > 1:  # the mean over processes (SUM / world: gloo has no AVG)
+            torch.distributed.all_reduce(loss_value)
+            loss_value = loss_value / world
         loss_value = float(loss_value)
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(f"non-finite loss ({loss_value}) at step {step}; the last good checkpoint "
