@@ -33,6 +33,7 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/bench.smk"
 
 
 rule all:

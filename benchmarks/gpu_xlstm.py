@@ -100,6 +100,8 @@ def parity(kernels, args) -> list[dict]:
         gout = gout.to(dtype).double()
         h_ref, g_ref, _ = fwd_bwd(lambda *a: _parallel_form(*a, zero_initial_state=True), ref_in, gout)
         for kernel in kernels:
+            if kernel.endswith("(package bw)") and dtype == torch.bfloat16:
+                continue  # the raw bf16 kernel aborts Triton 3.6's compiler (LLVM assertion), killing the process
             row = {"kernel": kernel, "dtype": name}
             try:
                 inputs = make_inputs(B, NH, S, DH, dtype)

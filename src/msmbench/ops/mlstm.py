@@ -21,13 +21,17 @@ Kernels (`kernel=`):
   linear in S.
 - "chunkwise_triton": mlstm_kernels' "chunkwise--triton_xl_chunk" (Triton, CUDA only), run in float32 and
   wrapped so that its gradient is exact (see "Gradients" below).
-- "auto": "chunkwise_triton" for CUDA tensors when Triton imports, else "chunkwise_native".
+- "auto": exact kernels only: on CUDA "parallel" up to 1024 steps, "chunkwise_native" beyond; on CPU
+  "chunkwise_native" (see `resolve_kernel`).
 
 Why this Triton kernel, in float32 (measured on an H100, torch 2.11 + triton 3.6.0, mlstm_kernels 2.0.6,
 BENCHMARKS.md): "chunkwise--triton_limit_chunk" failed parity against the parallel form (float32 outputs
 off by 0.27 relative; bfloat16 gradients wrong), and "triton_xl_chunk" with bfloat16 inputs aborts
-Triton's compiler (an LLVM SLPVectorizer assertion). triton_xl_chunk in float32 passes parity, so bf16
-inputs are cast to float32 for the cell (the projections around it stay in bf16 under autocast).
+Triton's compiler (an LLVM SLPVectorizer assertion), so bf16 inputs are cast to float32 for the cell.
+Even so, with the exact-gradient wrapper its gradients still failed parity at some shapes (dq 0.24 and
+dfgate 0.44 relative at B8 x 4 heads x 96 x 256 in float32; dq 3e4 at B2 x 251 with bf16 inputs), while
+its outputs agree to 1.6e-3 (TF32). It is therefore not chosen by "auto"; it stays available, forced,
+for the speed and memory measurements (it is 20x faster than chunkwise native at 16k steps).
 
 Same function on every path: the kernels take the same pre-activations, apply exp / logsigmoid
 themselves, use qk scale DH**-0.5, the normaliser max(|n|, exp(-m)) and the same eps. One difference is
@@ -222,13 +226,21 @@ def triton_available() -> bool:
         return False
 
 
-def resolve_kernel(kernel: str, device: torch.device | str) -> str:
-    """'auto' -> 'chunkwise_triton' on CUDA when Triton is importable, else 'chunkwise_native'."""
+PARALLEL_MAX_LEN = 1024  # "auto" on CUDA: the exact parallel form up to this length, chunkwise beyond
+
+
+def resolve_kernel(kernel: str, device: torch.device | str, seq_len: int | None = None) -> str:
+    """'auto' -> an exact kernel: on CUDA the parallel form for sequences up to PARALLEL_MAX_LEN (fastest
+    there, BENCHMARKS.md) and chunkwise native beyond (memory linear in length); on CPU chunkwise native.
+    The Triton kernel is never chosen automatically: on the H100 its gradients failed parity against the
+    parallel form (BENCHMARKS.md); force it with kernel="chunkwise_triton"."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose from {KERNELS}")
     if kernel != "auto":
         return kernel
-    return "chunkwise_triton" if torch.device(device).type == "cuda" and triton_available() else "chunkwise_native"
+    if torch.device(device).type == "cuda" and (seq_len is None or seq_len <= PARALLEL_MAX_LEN):
+        return "parallel"
+    return "chunkwise_native"
 
 
 _FUNCTIONS = {"parallel": mlstm_parallel, "chunkwise_native": mlstm_chunkwise_native,
@@ -242,7 +254,8 @@ def mlstm(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, *, kern
     if q.ndim != 4 or igate.shape != q.shape[:3] or fgate.shape != q.shape[:3]:
         raise ValueError(f"expected q/k/v [B, NH, S, DH] and gates [B, NH, S]; got q {tuple(q.shape)}, "
                          f"igate {tuple(igate.shape)}, fgate {tuple(fgate.shape)}")
-    return _FUNCTIONS[resolve_kernel(kernel, q.device)](q, k, v, igate, fgate, chunk_size=chunk_size, eps=eps)
+    return _FUNCTIONS[resolve_kernel(kernel, q.device, q.shape[-2])](q, k, v, igate, fgate, chunk_size=chunk_size,
+                                                                      eps=eps)
 
 
 __all__ = [
