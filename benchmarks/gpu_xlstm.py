@@ -115,22 +115,15 @@ def parity(kernels, args) -> list[dict]:
 
 
 def timed(fn, reps: int) -> tuple[float, float]:
-    """Median ms of fn() over reps (after 2 warm-ups) and peak memory in GiB above the start."""
-    for _ in range(2):
-        fn()
+    """Median ms of fn() over reps (after warm-up) and peak memory in GiB above the start."""
+    from msmbench.bench import cuda_time_ms
+
+    fn()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2], (torch.cuda.max_memory_allocated() - base) / 2**30
+    ms = cuda_time_ms(fn, warmup=1, repeats=reps)
+    return ms, (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
 def cell_scaling(args) -> list[dict]:
