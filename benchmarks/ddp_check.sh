@@ -1,5 +1,7 @@
 #!/bin/bash
 # Run on a 2-GPU machine from the repository root; writes to $OUT (default benchmarks/out/ddp).
+# Expects .gpu/ = a copy of the device helpers (../shared/device) plus .gpu/whl/ (soundfile, cffi,
+# jsonschema and its dependencies as wheels) for an offline machine; with msmbench installed, drop the pip line.
 : "${OUT:=benchmarks/out/ddp}"; mkdir -p "$OUT"
 # 2 GPUs: DDP loss curve vs one GPU at equal global batch (fp32), throughput scaling (bf16), loader speed.
 set -o pipefail
