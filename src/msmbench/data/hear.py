@@ -67,6 +67,19 @@ class Fold:
     test: str
 
 
+def hear_folds(splits: Iterable[str]) -> list[Fold]:
+    """The evaluation runs of a task's splits. train/valid/test: one run. k-fold (hear-eval-kit
+    convention): for fold i of the sorted folds, test = fold i, valid = fold i+1 (mod k), train = the others."""
+    names = sorted(splits)
+    if names == ["test", "train", "valid"]:
+        return [Fold(train=["train"], valid="valid", test="test")]
+    if len(names) < 3:
+        raise ValueError(f"k-fold needs at least 3 splits, got {names}")
+    k = len(names)
+    return [Fold(train=[n for n in names if n not in (names[i], names[(i + 1) % k])], valid=names[(i + 1) % k],
+                 test=names[i]) for i in range(k)]
+
+
 @dataclass
 class Task:
     """A loaded HEAR scene task. Construct with `load_task`."""
@@ -120,17 +133,7 @@ class Task:
         return self.path / str(self.sample_rate) / split / filename
 
     def folds(self) -> list[Fold]:
-        """trainvaltest: one run. k-fold (hear-eval-kit convention): for fold i of the sorted folds,
-        test = fold i, valid = fold i+1 (mod k), train = the others."""
-        if self.split_mode == "trainvaltest":
-            return [Fold(train=["train"], valid="valid", test="test")]
-        names = sorted(self.splits)
-        k = len(names)
-        runs = []
-        for i in range(k):
-            valid = names[(i + 1) % k]
-            runs.append(Fold(train=[n for n in names if n not in (names[i], valid)], valid=valid, test=names[i]))
-        return runs
+        return hear_folds(self.splits)
 
     def validate(self) -> None:
         """Parse and check every split file now, and check that file names are unique over the task."""

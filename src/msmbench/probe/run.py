@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from msmbench.data.hear import Fold, hear_folds  # noqa: F401  (hear_folds re-exported)
 from msmbench.io import write_json
 from msmbench.probe.batched import train_batched
 from msmbench.probe.core import MemberOutcome, MemberSpec, TrainData
@@ -38,31 +39,6 @@ from msmbench.probe.reference import load_probe
 from msmbench.probe.rng import MemberKey
 
 PREDICTION_TYPES = ("multiclass", "multilabel")
-
-
-@dataclass
-class Fold:
-    """One train/valid/test assignment of a task's splits (split names as in the task directory)."""
-
-    train: list[str]
-    valid: str
-    test: str
-
-
-def hear_folds(splits: Sequence[str]) -> list[Fold]:
-    """HEAR's folds from a task's split names (HEAR_FORMAT.md).
-
-    ["train", "valid", "test"] -> one fold. k-fold ("fold00".."fold{k-1}"): sorted; fold i tests on split i,
-    validates on split i+1 (mod k) and trains on the others, in sorted order.
-    """
-    if sorted(splits) == ["test", "train", "valid"]:
-        return [Fold(["train"], "valid", "test")]
-    names = sorted(splits)
-    if len(names) < 3:
-        raise ValueError(f"k-fold needs at least 3 splits, got {names}")
-    k = len(names)
-    return [Fold([n for n in names if n not in (names[i], names[(i + 1) % k])], names[(i + 1) % k], names[i])
-            for i in range(k)]
 
 
 @dataclass
