@@ -92,7 +92,7 @@ def _spec_from_settings(model: dict) -> dict:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:
-    from msmbench.provenance.record import now, write_record
+    from msmbench.provenance.record import now, write_records
     from msmbench.train.pretrain import pretrain
 
     started = now()
@@ -101,20 +101,20 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     summary = pretrain(a.features, a.out, spec, train, seed=a.seed, device=a.device, threads=a.threads,
                        progress=not a.quiet)
     if (Path(a.out) / "model.json").exists():  # rank 0 of a distributed run writes the files
-        for name in ("model.safetensors", "model.json", "metrics.csv"):
-            write_record(Path(a.out) / name, "pretrain", inputs=[Path(a.features) / "meta.json"],
-                         settings={"model": spec, "pretrain": train}, seed=a.seed, started=started, extra=summary)
+        write_records([Path(a.out) / n for n in ("model.safetensors", "model.json", "metrics.csv")], "pretrain",
+                      inputs=[Path(a.features) / "meta.json"], settings={"model": spec, "pretrain": train},
+                      seed=a.seed, started=started, extra=summary)
 
 
 def cmd_init_model(a: argparse.Namespace) -> None:
-    from msmbench.provenance.record import now, write_record
+    from msmbench.provenance.record import now, write_records
     from msmbench.train.pretrain import initial_checkpoint
 
     started = now()
     spec = _spec_from_settings(_settings(a.model))
     initial_checkpoint(a.out, spec, seed=a.seed)
-    for name in ("model.safetensors", "model.json"):
-        write_record(Path(a.out) / name, "init_model", settings={"model": spec}, seed=a.seed, started=started)
+    write_records([Path(a.out) / n for n in ("model.safetensors", "model.json")], "init_model",
+                  settings={"model": spec}, seed=a.seed, started=started)
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> None:
@@ -171,33 +171,30 @@ def cmd_probe(a: argparse.Namespace) -> None:
 
 # --- report -----------------------------------------------------------------------------------------
 def cmd_aggregate(a: argparse.Namespace) -> None:
-    from msmbench.provenance.record import now, write_record
+    from msmbench.provenance.record import now, write_records
     from msmbench.report.aggregate import aggregate
 
     started = now()
     aggregate(a.scores, a.out_long, a.out_summary)
-    for out in (a.out_long, a.out_summary):
-        write_record(out, "aggregate", inputs=a.scores, started=started)
+    write_records([a.out_long, a.out_summary], "aggregate", inputs=a.scores, started=started)
 
 
 def cmd_table(a: argparse.Namespace) -> None:
-    from msmbench.provenance.record import now, write_record
+    from msmbench.provenance.record import now, write_records
     from msmbench.report.render import render_tables
 
     started = now()
     outputs = render_tables(a.summary, a.out_dir, a.numbers, tasks=a.tasks)
-    for out in outputs:
-        write_record(out, "table", inputs=[a.summary], settings={"tasks": a.tasks}, started=started)
+    write_records(outputs, "table", inputs=[a.summary], settings={"tasks": a.tasks}, started=started)
 
 
 def cmd_figure(a: argparse.Namespace) -> None:
-    from msmbench.provenance.record import now, write_record
+    from msmbench.provenance.record import now, write_records
     from msmbench.report.render import render_figure
 
     started = now()
     outputs = render_figure(a.name, a.inputs, a.out, tasks=a.tasks)
-    for out in outputs:
-        write_record(out, "figure", inputs=a.inputs, settings={"figure": a.name}, started=started)
+    write_records(outputs, "figure", inputs=a.inputs, settings={"figure": a.name}, started=started)
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
@@ -411,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, AuditFailed, RuntimeError) as e:  # OverlapError is a ValueError
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:  # AuditFailed is a RuntimeError
         log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
     log.info("%s done in %.1f s", args.command, time.perf_counter() - t0)

@@ -20,7 +20,8 @@ Kernels (`kernel=`):
   `chunk_size` steps are computed in parallel, the (C, n, m) state is carried between chunks: memory is
   linear in S.
 - "chunkwise_triton": mlstm_kernels' "chunkwise--triton_xl_chunk" (Triton, CUDA only), run in float32 and
-  wrapped so that its gradient is exact (see "Gradients" below).
+  wrapped to restore the normaliser's gradient (see "Gradients" below; on the H100 its gradients still
+  failed parity, so "auto" never picks it).
 - "auto": exact kernels only: on CUDA "parallel" up to 1024 steps, "chunkwise_native" beyond; on CPU
   "chunkwise_native" (see `resolve_kernel`).
 

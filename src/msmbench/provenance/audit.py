@@ -47,7 +47,7 @@ class _Hasher:
     """content_hash with a cache: a task directory feeds many records but is hashed once per audit."""
 
     def __init__(self):
-        self.hash = functools.lru_cache(maxsize=None)(lambda p: content_hash(p))
+        self.hash = functools.lru_cache(maxsize=None)(content_hash)
 
     def __call__(self, path: str | os.PathLike) -> str:
         return self.hash(str(Path(path)))
@@ -142,8 +142,7 @@ def cell_lineage(report: AuditReport, model: str, task: str) -> dict:
                 if e["path"].endswith("model.safetensors"):
                     out["checkpoint"] = {"path": e["path"], "sha256": e["sha256"]}
                     ck = report.records.get(e["path"], {})
-                    data = [i for i in ck.get("inputs", [])]
-                    out["pretraining_data"] = data or None
+                    out["pretraining_data"] = ck.get("inputs") or None
                     out["checkpoint_code"] = ck.get("code")
         elif entry["path"].rstrip("/").endswith(task):
             out["task_data"] = {"path": entry["path"], "sha256": entry["sha256"]}

@@ -105,14 +105,14 @@ def input_entry(path: str | os.PathLike) -> dict:
     return entry
 
 
-def write_record(output: str | os.PathLike, stage: str, inputs: list[str | os.PathLike] = (),
-                 settings: dict | None = None, seed: int | None = None, started: str | None = None,
-                 extra: dict | None = None) -> Path:
-    """Write `<output>.prov.json` for a finished output; returns the record's path."""
-    output = Path(output)
-    rec = {
-        "output": str(output),
-        "sha256": content_hash(output),
+def write_records(outputs: list[str | os.PathLike], stage: str, inputs: list[str | os.PathLike] = (),
+                  settings: dict | None = None, seed: int | None = None, started: str | None = None,
+                  extra: dict | None = None) -> list[Path]:
+    """Write `<output>.prov.json` for each finished output of one command; returns the records' paths.
+
+    The outputs of one command share everything but their own sha256, so inputs are hashed once.
+    """
+    shared = {
         "stage": stage,
         "inputs": [input_entry(p) for p in inputs],
         "settings": settings or {},
@@ -125,10 +125,17 @@ def write_record(output: str | os.PathLike, stage: str, inputs: list[str | os.Pa
         "ended": now(),
     }
     if extra:
-        rec["extra"] = extra
-    path = record_path(output)
-    write_json(path, rec)
-    return path
+        shared["extra"] = extra
+    paths = []
+    for output in map(Path, outputs):
+        paths.append(record_path(output))
+        write_json(paths[-1], {"output": str(output), "sha256": content_hash(output), **shared})
+    return paths
+
+
+def write_record(output: str | os.PathLike, stage: str, **kwargs) -> Path:
+    """Write `<output>.prov.json` for a finished output (see write_records); returns the record's path."""
+    return write_records([output], stage, **kwargs)[0]
 
 
 def read_record(output: str | os.PathLike) -> dict:
