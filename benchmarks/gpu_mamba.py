@@ -6,7 +6,7 @@
     inputs (u, delta, A, B, C, D, z, delta_bias, delta_softplus=True) at the Base mixer's shape, B=4,
     D = 768 * expand 3 = 2304, N=24, L=251: relative error ||x - x_ref|| / ||x_ref|| of the output and of the
     gradient of every input (target < 1e-5; mamba-ssm's own fused-vs-reference error is ~6e-7). Then
-    `MambaMixer` with use_fast_path=False (our conv + scan) against use_fast_path=True (mamba_inner_fn, or
+    `MambaMixer` with kernel="torch" (our conv + scan) against kernel="mamba_ssm" (mamba_inner_fn, or
     mamba-ssm's scan kernel without causal-conv1d) with the same weights: output and parameter gradients.
 (b) state_dict round trip: our mixer's state_dict loaded with strict=True into
     mamba_ssm.modules.mamba_simple.Mamba(768, d_state=24, d_conv=4, expand=3), outputs compared (and back).
@@ -74,8 +74,8 @@ def parity_mixer(args) -> list[dict]:
     from msmbench.models.mamba import MambaMixer
 
     torch.manual_seed(0)
-    ours = MambaMixer(768, d_state=24, d_conv=4, expand=3, use_fast_path=False).cuda()
-    fast = MambaMixer(768, d_state=24, d_conv=4, expand=3, use_fast_path=True).cuda()
+    ours = MambaMixer(768, d_state=24, d_conv=4, expand=3, kernel="torch").cuda()
+    fast = MambaMixer(768, d_state=24, d_conv=4, expand=3, kernel="mamba_ssm").cuda()
     fast.load_state_dict(ours.state_dict(), strict=True)
     x = torch.randn(4, 251, 768, device="cuda")
     out_o, out_f = ours(x), fast(x)
@@ -94,10 +94,10 @@ def state_dict_round_trip(args) -> list[dict]:
     from msmbench.models.mamba import MambaMixer
 
     torch.manual_seed(1)
-    ours = MambaMixer(768, d_state=24, d_conv=4, expand=3, use_fast_path=False).cuda()
+    ours = MambaMixer(768, d_state=24, d_conv=4, expand=3, kernel="torch").cuda()
     ref = Mamba(768, d_state=24, d_conv=4, expand=3).cuda()
     missing = ref.load_state_dict(ours.state_dict(), strict=True)
-    back = MambaMixer(768, d_state=24, d_conv=4, expand=3, use_fast_path=False).cuda()
+    back = MambaMixer(768, d_state=24, d_conv=4, expand=3, kernel="torch").cuda()
     back.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(4, 251, 768, device="cuda")
     with torch.no_grad():
@@ -113,7 +113,7 @@ def time_encoder(use_fast_path: bool, batch: int, repeats: int, warmup: int) -> 
     from msmbench.models.mamba import MambaEncoder
     from msmbench.models.registry import backbone_config
 
-    cfg = backbone_config("mamba", "base", use_fast_path=use_fast_path)
+    cfg = backbone_config("mamba", "base", kernel="mamba_ssm" if use_fast_path else "torch")
     while batch >= 1:
         enc = x = None
         torch.cuda.empty_cache()

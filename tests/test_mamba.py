@@ -227,7 +227,7 @@ def mamba_simple_forward(m: MambaMixer, hidden):
 
 def test_mixer_matches_mamba_simple_math():
     torch.manual_seed(1)
-    m = MambaMixer(32, d_state=8, d_conv=4, expand=3, use_fast_path=False).double()
+    m = MambaMixer(32, d_state=8, d_conv=4, expand=3, kernel="torch").double()
     with torch.no_grad():  # make the scan matter: larger steps than the init's
         m.dt_proj.bias.add_(2.0)
     x = torch.randn(3, 21, 32, dtype=torch.float64, requires_grad=True)
@@ -370,8 +370,8 @@ def test_gpu_mixer_fast_path_matches_ours_and_mamba_simple():
     from mamba_ssm.modules.mamba_simple import Mamba
 
     torch.manual_seed(8)
-    ours = MambaMixer(192, d_state=24, d_conv=4, expand=3, use_fast_path=False).cuda()
-    fast = MambaMixer(192, d_state=24, d_conv=4, expand=3, use_fast_path=True).cuda()
+    ours = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel="torch").cuda()
+    fast = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel="mamba_ssm").cuda()
     fast.load_state_dict(ours.state_dict())
     ref = Mamba(192, d_state=24, d_conv=4, expand=3).cuda()
     ref.load_state_dict(ours.state_dict(), strict=True)
@@ -379,3 +379,42 @@ def test_gpu_mixer_fast_path_matches_ours_and_mamba_simple():
     out = ours(x)
     assert rel_err(fast(x), out) < 1e-4
     assert rel_err(ref(x), out) < 1e-4  # fast = mamba_inner_fn if causal-conv1d is installed, else the scan kernel
+
+
+def test_kernel_choice_on_cpu():
+    from msmbench.models.mamba import resolve_mamba_kernel
+
+    assert resolve_mamba_kernel("auto", "cpu") == "torch"
+    for kernel in ("triton", "mamba_ssm"):
+        with pytest.raises(RuntimeError, match="needs CUDA"):
+            resolve_mamba_kernel(kernel, "cpu")
+    with pytest.raises(ValueError, match="unknown Mamba kernel"):
+        MambaMixer(32, kernel="cuda")
+
+
+needs_triton_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available() or __import__("importlib").util.find_spec("triton") is None,
+    reason="needs CUDA and Triton")
+
+
+@pytest.mark.gpu
+@needs_triton_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_mixer_triton_matches_torch(dtype):
+    """The whole mixer (our conv, projections, Triton scan, gating) against the PyTorch path, same weights:
+    outputs and every parameter gradient, at the Base state size and a sequence length that is not a
+    multiple of any chunk. bf16 runs both under autocast (the training setting)."""
+    torch.manual_seed(9)
+    ours = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel="torch").cuda()
+    fast = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel="triton").cuda()
+    fast.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 251, 192, device="cuda")
+    g = torch.randn(4, 251, 192, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out_ref, out = ours(x), fast(x)
+    out_ref.float().backward(g)
+    out.float().backward(g)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert rel_err(out.float(), out_ref.float()) < tol
+    for (name, p_ref), p in zip(ours.named_parameters(), fast.parameters()):
+        assert rel_err(p.grad, p_ref.grad) < 10 * tol, name

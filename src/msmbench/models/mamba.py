@@ -1,9 +1,11 @@
 """SSAM encoder (Audio Mamba, SPEC.md section 2): Mamba-1 mixers in add -> LayerNorm -> mixer blocks.
 
 - `MambaMixer` has exactly the parameters of `mamba_ssm.modules.mamba_simple.Mamba` (names, shapes, init),
-  so a state_dict moves between the two unchanged. On CUDA with mamba-ssm (+ causal-conv1d) installed it
-  calls the fused `mamba_inner_fn`, as `Mamba` does; otherwise it runs conv1d + SiLU, the projections and
-  `msmbench.ops.selective_scan` (mamba-ssm's CUDA scan when present, else our exact chunked scan).
+  so a state_dict moves between the two unchanged. Its `kernel` picks the conv + scan + gating:
+  "mamba_ssm" runs mamba-ssm's kernels as `Mamba` does (the fused `mamba_inner_fn` when causal-conv1d is
+  installed; what "auto" picks on CUDA when mamba-ssm is installed); "triton" runs our causal conv and our
+  Triton scan (msmbench.ops.selective_scan_triton: exact, but 1.8x slower than mamba-ssm's scan on the
+  H100 so far); "torch" (the CPU path) runs our exact chunked scan (msmbench.ops.selective_scan).
 - `Block` is the released code's block (mamba-ssm's `Block` with fused_add_norm=False): the residual
   stream is carried separately and kept in fp32; each block adds the previous mixer output to it,
   normalises (LayerNorm, eps 1e-6) and runs its mixer. No MLP. The encoder ends with the last add and
@@ -18,6 +20,8 @@ Backbones: "mamba" (unidirectional, as released) and "mamba-bi" (an extension, s
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +32,33 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from msmbench.models.registry import register_backbone
-from msmbench.ops.selective_scan import causal_conv1d, mamba_kernels, selective_scan_chunked, use_fused_kernels
+from msmbench.ops.selective_scan import INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels, selective_scan_chunked
+from msmbench.ops.selective_scan_triton import selective_scan_triton
+
+MAMBA_KERNELS = ("auto", "triton", "mamba_ssm", "torch")
+
+
+@functools.cache
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
+    """"auto" -> on CUDA mamba-ssm's kernels when installed (the fastest measured: BENCHMARKS.md), else our
+    Triton scan when Triton is installed, else our PyTorch scan; on CPU our PyTorch scan. A named kernel
+    that cannot run here raises."""
+    on_cuda = torch.device(device).type == "cuda"
+    if kernel == "auto":
+        if on_cuda and has_fused_scan():
+            return "mamba_ssm"
+        return "triton" if on_cuda and triton_available() else "torch"
+    if kernel in ("triton", "mamba_ssm") and not on_cuda:
+        raise RuntimeError(f"Mamba kernel {kernel!r} needs CUDA tensors; use 'torch' (or 'auto') on {device}")
+    if kernel == "triton" and not triton_available():
+        raise RuntimeError("Mamba kernel 'triton' needs Triton (pip install triton; it ships with CUDA torch)")
+    if kernel == "mamba_ssm" and not has_fused_scan():
+        raise RuntimeError(f"Mamba kernel 'mamba_ssm' needs mamba-ssm: {INSTALL_HINT}")
+    return kernel
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the released code's norm_epsilon
 
@@ -49,26 +79,30 @@ class MambaConfig:
     #   every token sees both contexts in every layer, at twice the mixer parameters and compute.
     bidirectional: bool = False
     bidirectional_mode: str = "alternate"  # "alternate" | "sum"
-    use_fast_path: bool | None = None      # None: fused mamba-ssm kernels when installed and on CUDA
+    kernel: str = "auto"  # the mixer's kernels: auto | triton | mamba_ssm | torch (see resolve_mamba_kernel)
 
 
 class MambaMixer(nn.Module):
     """Mamba-1 mixer, parameter-compatible with mamba_ssm.modules.mamba_simple.Mamba.
 
     forward(hidden_states: [B, L, D]) -> [B, L, D].
-    use_fast_path: None = mamba-ssm kernels if installed and on CUDA; True = require them; False = never.
+    kernel: which kernels run the conv + scan + gating (`resolve_mamba_kernel`): "triton" (our Triton
+    scan, msmbench.ops.selective_scan_triton), "mamba_ssm" (mamba-ssm's CUDA kernels, as mamba_simple
+    calls them), "torch" (our exact PyTorch scan, any device) or "auto".
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random",
                  dt_scale: float = 1.0, dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
-                 use_fast_path: bool | None = None, layer_idx: int | None = None, device=None, dtype=None):
+                 kernel: str = "auto", layer_idx: int | None = None, device=None, dtype=None):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
-        self.use_fast_path = use_fast_path
+        if kernel not in MAMBA_KERNELS:
+            raise ValueError(f"unknown Mamba kernel {kernel!r}; choose from {MAMBA_KERNELS}")
+        self.kernel = kernel
         self.layer_idx = layer_idx
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
@@ -105,17 +139,19 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         """hidden_states: [B, L, D] -> [B, L, D]."""
-        if use_fused_kernels(hidden_states.device, self.use_fast_path):
+        kernel = resolve_mamba_kernel(self.kernel, hidden_states.device)
+        if kernel == "mamba_ssm":
             return self._forward_mamba_ssm(hidden_states)
-        # Our path, channels-last throughout: the Linear layers, the scan and the gating all see (B, L, d);
+        scan = selective_scan_triton if kernel == "triton" else partial(selective_scan_chunked, layout="bld")
+        # Our paths, channels-last throughout: the Linear layers, the scan and the gating all see (B, L, d);
         # mixing (B, d, L) and (B, L, d) strides makes PyTorch's CPU elementwise kernels several times slower.
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)                  # (B, L, d_inner) each
         x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, activation="silu")  # (B, L, d_inner)
         dt, Bm, Cm = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)                               # bias is added inside the scan
         A = -torch.exp(self.A_log.float())                                   # (d_inner, N)
-        y = selective_scan_chunked(x, dt, A, Bm, Cm, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                                   delta_softplus=True, layout="bld")        # (B, L, d_inner)
+        y = scan(x, dt, A, Bm, Cm, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                 delta_softplus=True)                                        # (B, L, d_inner)
         return self.out_proj(y)
 
     def _forward_mamba_ssm(self, hidden_states: Tensor) -> Tensor:
@@ -156,7 +192,7 @@ class Block(nn.Module):
     def __init__(self, cfg: MambaConfig, layer_idx: int, flip: bool = False, second: bool = False):
         super().__init__()
         mixer = partial(MambaMixer, cfg.dim, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-                        dt_rank=cfg.dt_rank, use_fast_path=cfg.use_fast_path, layer_idx=layer_idx)
+                        dt_rank=cfg.dt_rank, kernel=cfg.kernel, layer_idx=layer_idx)
         self.norm = LayerNorm(cfg.dim)
         self.mixer = mixer()
         self.mixer_rev = mixer() if second else None

@@ -14,10 +14,9 @@ MatrixLSTMCell, taken from NX-AI/vision-lstm; alternation from src/models/xlstm_
     encoder(x)   = final_norm(block_11(... block_0(x)))
 
 No MLP. The released code computes the mLSTM with the quadratic parallel form; here `kernel` picks the
-cell's computation (msmbench.ops.mlstm): "auto" = mlstm_kernels' chunkwise Triton kernel on CUDA, its
-chunkwise native PyTorch kernel elsewhere (memory linear in S); "parallel" is the reference. All paths
-share one set of weights and compute the same function with the same gradient (the Triton kernels' own
-backward holds the normaliser constant; msmbench.ops.mlstm restores the exact gradient).
+cell's computation (msmbench.ops.mlstm): "auto" = our exact Triton kernel on CUDA (msmbench.ops.mlstm_triton,
+memory linear in S), mlstm_kernels' chunkwise native PyTorch kernel on CPU; "parallel" is the reference.
+All paths share one set of weights and compute the same function with the same gradient.
 
 Relation to the xlstm package: the ViL layer *is* xlstm's mLSTMLayer (xlstm/blocks/mlstm/layer.py) plus
 the direction flip: same sub-modules, parameter names, shapes and init. It is built here from the

@@ -22,8 +22,13 @@ Kernels (`kernel=`):
 - "chunkwise_triton": mlstm_kernels' "chunkwise--triton_xl_chunk" (Triton, CUDA only), run in float32 and
   wrapped to restore the normaliser's gradient (see "Gradients" below; on the H100 its gradients still
   failed parity, so "auto" never picks it).
-- "auto": exact kernels only: on CUDA "parallel" up to 1024 steps, "chunkwise_native" beyond; on CPU
-  "chunkwise_native" (see `resolve_kernel`).
+- "triton": our own tiled Triton kernel over the parallel form (msmbench.ops.mlstm_triton; CUDA): exact
+  forward and gradient, O(S) memory, float32 or bfloat16 inputs. On an H100 (BENCHMARKS.md) 12 Base cells
+  at 251 tokens x 256 run 4.1x faster than "parallel" in a quarter of its memory; at 4,096 x 16 it needs
+  7.7 GiB where "parallel" runs out of 80 GB. Its compute is still quadratic in S (a tiled parallel form,
+  not a chunkwise recurrence).
+- "auto": exact kernels only: on CUDA "triton" when Triton is installed, else "parallel" up to 1024 steps
+  and "chunkwise_native" beyond; on CPU "chunkwise_native" (see `resolve_kernel`).
 
 Why this Triton kernel, in float32 (measured on an H100, torch 2.11 + triton 3.6.0, mlstm_kernels 2.0.6,
 BENCHMARKS.md): "chunkwise--triton_limit_chunk" failed parity against the parallel form (float32 outputs
@@ -65,6 +70,7 @@ padding cannot change the first S outputs.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 
 import torch
@@ -77,7 +83,7 @@ except ImportError:  # pragma: no cover
     mlstm_chunkwise__native_autograd = None
 
 EPS = 1e-6
-KERNELS = ("auto", "parallel", "chunkwise_native", "chunkwise_triton")
+KERNELS = ("auto", "parallel", "chunkwise_native", "chunkwise_triton", "triton")
 _TRITON_KERNELS = {"chunkwise_triton": "chunkwise--triton_xl_chunk"}
 _triton_cache: dict[str, object] = {}
 
@@ -216,6 +222,17 @@ def mlstm_chunkwise_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate
     return _mlstm_triton("chunkwise_triton", q, k, v, igate, fgate, chunk_size, eps)
 
 
+def mlstm_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, *,
+                 chunk_size: int = 64, eps: float = EPS) -> Tensor:
+    """Our tiled Triton kernel (msmbench.ops.mlstm_triton), imported on first use: this module stays
+    importable without Triton. chunk_size is unused."""
+    try:
+        from msmbench.ops.mlstm_triton import mlstm_triton as kernel_fn
+    except ImportError as err:
+        raise ImportError("kernel 'triton' needs Triton: pip install triton (and a CUDA GPU)") from err
+    return kernel_fn(q, k, v, igate, fgate, eps=eps)
+
+
 # --- dispatch ----------------------------------------------------------------------------------------
 @functools.cache
 def triton_available() -> bool:
@@ -230,22 +247,30 @@ def triton_available() -> bool:
 PARALLEL_MAX_LEN = 1024  # "auto" on CUDA: the exact parallel form up to this length, chunkwise beyond
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def resolve_kernel(kernel: str, device: torch.device | str, seq_len: int | None = None) -> str:
-    """'auto' -> an exact kernel: on CUDA the parallel form for sequences up to PARALLEL_MAX_LEN (fastest
-    there, BENCHMARKS.md) and chunkwise native beyond (memory linear in length); on CPU chunkwise native.
-    The Triton kernel is never chosen automatically: on the H100 its gradients failed parity against the
-    parallel form (BENCHMARKS.md); force it with kernel="chunkwise_triton"."""
+    """'auto' -> an exact kernel: on CUDA our Triton kernel ("triton": exact, O(S) memory, the fastest at
+    every length measured, BENCHMARKS.md); without Triton the parallel form up to PARALLEL_MAX_LEN steps
+    and chunkwise native beyond (memory linear in length); on CPU chunkwise native. mlstm_kernels'
+    "chunkwise_triton" is never chosen automatically: on the H100 its gradients failed parity."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown mLSTM kernel {kernel!r}; choose from {KERNELS}")
     if kernel != "auto":
         return kernel
-    if torch.device(device).type == "cuda" and (seq_len is None or seq_len <= PARALLEL_MAX_LEN):
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and _triton_installed():
+        return "triton"
+    if on_cuda and (seq_len is None or seq_len <= PARALLEL_MAX_LEN):
         return "parallel"
     return "chunkwise_native"
 
 
 _FUNCTIONS = {"parallel": mlstm_parallel, "chunkwise_native": mlstm_chunkwise_native,
-              "chunkwise_triton": mlstm_chunkwise_triton}
+              "chunkwise_triton": mlstm_chunkwise_triton, "triton": mlstm_triton}
 
 
 def mlstm(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, *, kernel: str = "auto",
@@ -266,6 +291,7 @@ __all__ = [
     "mlstm_chunkwise_native",
     "mlstm_chunkwise_triton",
     "mlstm_parallel",
+    "mlstm_triton",
     "resolve_kernel",
     "triton_available",
 ]
