@@ -1,0 +1,140 @@
+"""Mamba-1 selective scan at the paper's shape: mamba-ssm's CUDA kernel against our Triton kernel.
+
+    python benchmarks/mamba_scan.py --out benchmarks/out/mamba_scan.json
+
+One Base layer's scan (batch 256 x 251 tokens, d_inner 2304, d_state 24, z gating, delta bias +
+softplus, D skip) forward + backward, bf16 inputs as under autocast. mamba-ssm's `selective_scan_fn`
+takes (B, D, L) tensors, ours (B, L, D): each gets its own layout, made contiguous before timing, so the
+times are the kernels' own. Parity first: our outputs and all gradients against mamba-ssm's in fp32 at
+the same shape (batch 8). Then a sweep over our tile sizes (ScanConfig); the fastest is reported.
+Needs CUDA, Triton and mamba-ssm (the baseline row is skipped without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import torch
+
+from msmbench.bench import cuda_time_ms, machine_info
+from msmbench.io import write_json
+from msmbench.ops.selective_scan import has_fused_scan, mamba_kernels
+from msmbench.ops.selective_scan_triton import DEFAULT_CONFIG, selective_scan_triton
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def inputs(batch: int, length: int, dim: int, state: int, dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
+    """Channels-last (B, L, D) / (B, L, N) tensors with Mamba's initial value ranges."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    u = torch.randn(batch, length, dim, device="cuda", generator=g)
+    delta = torch.randn(batch, length, dim, device="cuda", generator=g) * 0.5
+    A = -torch.arange(1, state + 1, device="cuda", dtype=torch.float32).repeat(dim, 1)
+    Bm, Cm = (torch.randn(batch, length, state, device="cuda", generator=g) for _ in range(2))
+    D = torch.ones(dim, device="cuda")
+    z = torch.randn(batch, length, dim, device="cuda", generator=g)
+    bias = torch.log(torch.expm1(torch.empty(dim, device="cuda").uniform_(1e-3, 1e-1, generator=g)))
+    return [u.to(dtype), delta.to(dtype), A, Bm.to(dtype), Cm.to(dtype), D, z.to(dtype), bias]
+
+
+def to_bdl(ins: list[torch.Tensor]) -> list[torch.Tensor]:
+    u, delta, A, Bm, Cm, D, z, bias = ins
+    return [t.transpose(1, 2).contiguous() for t in (u, delta)] + [A] + \
+        [t.transpose(1, 2).contiguous() for t in (Bm, Cm)] + [D, z.transpose(1, 2).contiguous(), bias]
+
+
+def run_ours(ins, config=None):
+    u, delta, A, Bm, Cm, D, z, bias = ins
+    return selective_scan_triton(u, delta, A, Bm, Cm, D, z, bias, True, config=config)
+
+
+def run_mamba_ssm(ins):
+    u, delta, A, Bm, Cm, D, z, bias = ins
+    return mamba_kernels().selective_scan_fn(u, delta, A, Bm, Cm, D, z, bias, True)
+
+
+def fwd_bwd(fn, ins):
+    leaves = [t.detach().requires_grad_() for t in ins]
+    out = fn(leaves)
+    out.backward(torch.ones_like(out))
+    return out, [t.grad for t in leaves]
+
+
+def parity(batch: int = 8) -> dict:
+    ins = inputs(batch, 251, 2304, 24, torch.float32, seed=1)
+    out, grads = fwd_bwd(run_ours, ins)
+    ref_out, ref_grads = fwd_bwd(run_mamba_ssm, to_bdl(ins))
+    ref_out = ref_out.transpose(1, 2)
+    ref_grads = [g.transpose(1, 2) if g.dim() == 3 and g.shape[1] != 251 else g for g in ref_grads]
+
+    def rel(a, b):
+        return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+    return {"out": rel(out, ref_out), **{n: rel(a, b) for n, a, b in zip(NAMES, grads, ref_grads)}}
+
+
+def time_fwd_bwd(fn, ins, repeats: int) -> float:
+    leaves = [t.detach().requires_grad_() for t in ins]
+    grad = None
+
+    def step():
+        nonlocal grad
+        out = fn(leaves)
+        grad = torch.ones_like(out) if grad is None else grad
+        out.backward(grad)
+        for t in leaves:
+            t.grad = None
+
+    return cuda_time_ms(step, warmup=2, repeats=repeats)
+
+
+SWEEP = [DEFAULT_CONFIG] + [dataclasses.replace(DEFAULT_CONFIG, **kw) for kw in (
+    {"fwd_chunk": 16}, {"fwd_block_d": 64}, {"fwd_warps": 4},
+    {"bwd_warps": 4}, {"bwd_block_d": 16, "bwd_warps": 4}, {"bwd_chunk": 4, "bwd_warps": 4},
+    {"save_every": 64}, {"fwd_chunk": 16, "fwd_block_d": 64, "fwd_warps": 8},
+)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--length", type=int, default=251)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out", default="benchmarks/out/mamba_scan.json")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("mamba_scan: skipped: needs CUDA")
+        return 0
+    record = {"benchmark": "mamba_scan", "command": " ".join(sys.argv), "machine": machine_info(),
+              "shape": {"batch": a.batch, "length": a.length, "d_inner": 2304, "d_state": 24}, "rows": []}
+    if has_fused_scan():
+        record["parity_vs_mamba_ssm_fp32"] = parity()
+        print("parity vs mamba-ssm (fp32, relative): " +
+              ", ".join(f"{k} {v:.1e}" for k, v in record["parity_vs_mamba_ssm_fp32"].items()), flush=True)
+    ins = inputs(a.batch, a.length, 2304, 24, torch.bfloat16)
+    if has_fused_scan():
+        ms = time_fwd_bwd(run_mamba_ssm, to_bdl(ins), a.repeats)
+        record["rows"].append({"kernel": "mamba-ssm selective_scan_fn", "ms": ms})
+        print(f"mamba-ssm selective_scan_fn          fwd+bwd {ms:8.2f} ms", flush=True)
+    for cfg in SWEEP:
+        try:
+            ms = time_fwd_bwd(lambda x, c=cfg: run_ours(x, c), ins, a.repeats)
+            row = {"kernel": "msmbench triton", "config": dataclasses.asdict(cfg), "ms": ms}
+        except Exception as e:  # noqa: BLE001 - a tile size that does not compile is a result, not a crash
+            row = {"kernel": "msmbench triton", "config": dataclasses.asdict(cfg), "error": repr(e)[:300]}
+        record["rows"].append(row)
+        print(f"triton {dataclasses.astuple(cfg)}  " + (f"fwd+bwd {row['ms']:8.2f} ms" if "ms" in row
+                                                        else row["error"]), flush=True)
+        write_json(a.out, record)
+    ok = [r for r in record["rows"] if r["kernel"] == "msmbench triton" and "ms" in r]
+    if ok:
+        record["best"] = min(ok, key=lambda r: r["ms"])
+        print(f"best: {record['best']['config']} {record['best']['ms']:.2f} ms")
+    write_json(a.out, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
