@@ -73,9 +73,17 @@ def step_flops(model, batch: torch.Tensor, amp_dtype: torch.dtype = torch.bfloat
     return counter.get_total_flops()
 
 
-def _oom_record(base: dict, error: Exception) -> dict:
-    torch.cuda.empty_cache()
-    return {**base, "status": "oom", "error": str(error).split("\n")[0][:200]}
+def _measured(base: dict, measure: Callable[[], dict]) -> dict:
+    """base + measure()'s fields with status "ok"; out of memory -> status "oom", any other failure (a kernel
+    that does not build or run) -> status "error": both are results to report, not crashes."""
+    try:
+        return {**base, "status": "ok", **measure()}
+    except torch.OutOfMemoryError as e:
+        return {**base, "status": "oom", "error": str(e).split("\n")[0][:200]}
+    except Exception as e:  # noqa: BLE001
+        return {**base, "status": "error", "error": repr(e)[:300]}
+    finally:
+        torch.cuda.empty_cache()
 
 
 def train_step(backbone: str, size: str, batch: int, tokens: int = 251, options: dict | None = None,
@@ -88,8 +96,9 @@ def train_step(backbone: str, size: str, batch: int, tokens: int = 251, options:
     base = {"backbone": backbone, "size": size, "tokens": tokens, "seconds_audio": frames / 100, "batch": batch,
             "compile": compile, "options": options or {}, "amp_dtype": str(amp_dtype).removeprefix("torch."),
             "device": torch.cuda.get_device_name()}
-    torch.manual_seed(0)
-    try:
+
+    def measure() -> dict:
+        torch.manual_seed(0)
         model = build_model(model_spec(backbone, size, options=options, frames=frames)).cuda()
         optimizer = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95))
         x = torch.randn(batch, frames, 80, device="cuda")
@@ -109,18 +118,13 @@ def train_step(backbone: str, size: str, batch: int, tokens: int = 251, options:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         ms = cuda_time_ms(step, warmup=2, repeats=repeats)
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    except torch.OutOfMemoryError as e:
-        return _oom_record(base, e)
-    except Exception as e:  # noqa: BLE001 - a kernel that fails to build or run is a result, not a crash
-        return {**base, "status": "error", "error": repr(e)[:300]}
-    finally:
-        torch.cuda.empty_cache()
-    rec = {**base, "status": "ok", "train_step_ms": ms, "peak_mem_gib": peak, "clips_per_s": batch / (ms / 1e3)}
-    rec["flops_per_step"] = flops
-    if peak_tflops:
-        rec["mfu"] = flops / (ms / 1e3) / (peak_tflops * 1e12)
-    return rec
+        rec = {"train_step_ms": ms, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+               "clips_per_s": batch / (ms / 1e3), "flops_per_step": flops}
+        if peak_tflops:
+            rec["mfu"] = flops / (ms / 1e3) / (peak_tflops * 1e12)
+        return rec
+
+    return _measured(base, measure)
 
 
 @torch.no_grad()
@@ -128,8 +132,8 @@ def inference(backbone: str, size: str, batch: int, tokens: int = 251, options: 
               repeats: int = 10) -> dict:
     """Embedding throughput: forward_features under bf16 autocast, clips/s and peak memory."""
     frames = frames_for_tokens(tokens)
-    base = {"backbone": backbone, "size": size, "tokens": tokens, "batch": batch}
-    try:
+
+    def measure() -> dict:
         model = build_model(model_spec(backbone, size, options=options, frames=frames)).cuda().eval()
         x = torch.randn(batch, frames, 80, device="cuda")
 
@@ -139,14 +143,10 @@ def inference(backbone: str, size: str, batch: int, tokens: int = 251, options: 
 
         torch.cuda.reset_peak_memory_stats()
         ms = cuda_time_ms(fwd, warmup=2, repeats=repeats)
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    except torch.OutOfMemoryError as e:
-        return _oom_record(base, e)
-    except Exception as e:  # noqa: BLE001 - a kernel that fails to build or run is a result, not a crash
-        return {**base, "status": "error", "error": repr(e)[:300]}
-    finally:
-        torch.cuda.empty_cache()
-    return {**base, "status": "ok", "infer_ms": ms, "infer_clips_per_s": batch / (ms / 1e3), "infer_peak_mem_gib": peak}
+        return {"infer_ms": ms, "infer_clips_per_s": batch / (ms / 1e3),
+                "infer_peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+    return _measured({"backbone": backbone, "size": size, "tokens": tokens, "batch": batch}, measure)
 
 
 def scaling_study(backbones: list[str], size: str, tokens: list[int], batch: int, options: dict | None = None,
