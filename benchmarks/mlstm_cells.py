@@ -79,7 +79,7 @@ def parity(dtype: torch.dtype, batch=2, heads=4, seq=300, head_dim=384) -> dict:
         h.double().backward(grad)
         return [h.double()] + [x.grad.double() for x in xs]
 
-    ref = run(lambda *x: _parallel_form(*x), lambda t: t.double())
+    ref = run(_parallel_form, lambda t: t.double())
     got = run(lambda *x: mlstm(*x, kernel="triton"), lambda t: t)
     names = ["h", "dq", "dk", "dv", "digate", "dfgate"]
     return {"dtype": str(dtype).removeprefix("torch."), "shape": [batch, heads, seq, head_dim],

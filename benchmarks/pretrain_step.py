@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
 import torch
 
 from msmbench.bench import HEADER, format_record, machine_info, matmul_peak_tflops, train_step
+from msmbench.io import write_json
 
 # backbone -> [(label, options, autocast dtype, compile)]: the released code's style first, then ours
 ROWS = {
@@ -81,10 +80,8 @@ def main(argv=None) -> int:
         records.append(rec)
         speedup = f"{rec['speedup_vs_released']:>11.2f}x" if "speedup_vs_released" in rec else f"{'':>12}"
         print(format_record(rec) + speedup + f"  {label}", flush=True)
-        out = {"benchmark": "pretrain_step", "command": " ".join(sys.argv), "machine": machine_info(),
-               "matmul_peak_tflops": peak, "records": records}
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(out, indent=2))
+        write_json(a.out, {"benchmark": "pretrain_step", "command": " ".join(sys.argv), "machine": machine_info(),
+                           "matmul_peak_tflops": peak, "records": records})  # after every row: a cut run keeps them
     return 0
 
 

@@ -73,8 +73,8 @@ def make_task(name: str, dim: int, seed: int = 0):
     return features, labels, classes, kind, metric
 
 
-def time_task(name: str, args, max_group: int | None) -> tuple[float, float]:
-    features, labels, classes, kind, metric = make_task(name, args.dim)
+def time_task(task: tuple, args, max_group: int | None) -> tuple[float, float]:
+    features, labels, classes, kind, metric = task
     proto = protocol("paper", max_epochs=args.max_epochs)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     sync()
@@ -100,10 +100,11 @@ def main(argv=None) -> int:
               else platform.processor() or "cpu", "tasks": {}}
     print(f"{'task':<20}{'members':>8}{'batched s':>11}{'one by one s':>14}{'speedup':>9}")
     for name in a.tasks:
-        batched, score = time_task(name, a, None)
+        task = make_task(name, a.dim)  # one draw of the data for both paths
+        batched, score = time_task(task, a, None)
         row = {"batched_s": batched, "mean_test_score": score}
         if not a.skip_one_by_one:
-            single, score_single = time_task(name, a, 1)
+            single, score_single = time_task(task, a, 1)
             row.update(one_by_one_s=single, speedup=single / batched, same_scores=score == score_single)
         record["tasks"][name] = row
         folds = 5 if TASKS[name][2] == "5fold" else 1

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from msmbench.models.mamba import MambaConfig, MambaEncoder, MambaMixer
 from msmbench.models.objectives import MaskedSpectrogramModel, objective_config, paper_parameter_count
 from msmbench.models.registry import backbone_config, backbone_names, backbone_spec, build_backbone
+from msmbench.ops import triton_installed
 from msmbench.ops.selective_scan import (causal_conv1d, has_fused_scan, selective_scan_chunked, selective_scan_fn,
                                          selective_scan_ref)
 
@@ -392,9 +393,8 @@ def test_kernel_choice_on_cpu():
         MambaMixer(32, kernel="cuda")
 
 
-needs_triton_gpu = pytest.mark.skipif(
-    not torch.cuda.is_available() or __import__("importlib").util.find_spec("triton") is None,
-    reason="needs CUDA and Triton")
+needs_triton_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and triton_installed()),
+                                      reason="needs CUDA and Triton")
 
 
 @pytest.mark.gpu

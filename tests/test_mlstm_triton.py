@@ -213,9 +213,9 @@ def test_registered_and_automatic_on_cuda(monkeypatch):
 
     assert "triton" in KERNELS
     assert resolve_kernel("auto", "cpu") == "chunkwise_native"
-    monkeypatch.setattr(ops, "_triton_installed", lambda: True)
+    monkeypatch.setattr(ops, "triton_installed", lambda: True)
     assert resolve_kernel("auto", "cuda", 251) == "triton" and resolve_kernel("auto", "cuda", 16384) == "triton"
-    monkeypatch.setattr(ops, "_triton_installed", lambda: False)  # no Triton: the exact PyTorch kernels
+    monkeypatch.setattr(ops, "triton_installed", lambda: False)  # no Triton: the exact PyTorch kernels
     assert resolve_kernel("auto", "cuda", 251) == "parallel" and resolve_kernel("auto", "cuda", 4096) == "chunkwise_native"
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         g = torch.zeros(1, 2, 3)

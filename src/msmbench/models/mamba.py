@@ -20,8 +20,6 @@ Backbones: "mamba" (unidirectional, as released) and "mamba-bi" (an extension, s
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.util
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -32,15 +30,12 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from msmbench.models.registry import register_backbone
-from msmbench.ops.selective_scan import INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels, selective_scan_chunked
+from msmbench.ops import triton_installed
+from msmbench.ops.selective_scan import (INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels,
+                                         selective_scan_chunked)
 from msmbench.ops.selective_scan_triton import selective_scan_triton
 
 MAMBA_KERNELS = ("auto", "triton", "mamba_ssm", "torch")
-
-
-@functools.cache
-def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
@@ -51,10 +46,10 @@ def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
     if kernel == "auto":
         if on_cuda and has_fused_scan():
             return "mamba_ssm"
-        return "triton" if on_cuda and triton_available() else "torch"
+        return "triton" if on_cuda and triton_installed() else "torch"
     if kernel in ("triton", "mamba_ssm") and not on_cuda:
         raise RuntimeError(f"Mamba kernel {kernel!r} needs CUDA tensors; use 'torch' (or 'auto') on {device}")
-    if kernel == "triton" and not triton_available():
+    if kernel == "triton" and not triton_installed():
         raise RuntimeError("Mamba kernel 'triton' needs Triton (pip install triton; it ships with CUDA torch)")
     if kernel == "mamba_ssm" and not has_fused_scan():
         raise RuntimeError(f"Mamba kernel 'mamba_ssm' needs mamba-ssm: {INSTALL_HINT}")

@@ -70,12 +70,13 @@ padding cannot change the first S outputs.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from msmbench.ops import triton_installed
 
 try:  # mlstm_kernels is a dependency, but keep the reference usable without it (STYLE.md 3).
     from mlstm_kernels.torch.chunkwise.native import mlstm_chunkwise__native_autograd
@@ -247,11 +248,6 @@ def triton_available() -> bool:
 PARALLEL_MAX_LEN = 1024  # "auto" on CUDA: the exact parallel form up to this length, chunkwise beyond
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
 def resolve_kernel(kernel: str, device: torch.device | str, seq_len: int | None = None) -> str:
     """'auto' -> an exact kernel: on CUDA our Triton kernel ("triton": exact, O(S) memory, the fastest at
     every length measured, BENCHMARKS.md); without Triton the parallel form up to PARALLEL_MAX_LEN steps
@@ -262,7 +258,7 @@ def resolve_kernel(kernel: str, device: torch.device | str, seq_len: int | None 
     if kernel != "auto":
         return kernel
     on_cuda = torch.device(device).type == "cuda"
-    if on_cuda and _triton_installed():
+    if on_cuda and triton_installed():
         return "triton"
     if on_cuda and (seq_len is None or seq_len <= PARALLEL_MAX_LEN):
         return "parallel"

@@ -164,6 +164,26 @@ if HAS_TRITON:
         return tl.where(mask, dt, 0.0), raw
 
     @triton.jit
+    def _channel_params(A_ptr, bias_ptr, D_ptr, d, n, N, mask_d, mask_nd, BD: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+        """A^T as an [NP, BD] tile (0 where padded: decay 1, and B is 0 there, so padded states stay 0),
+        delta_bias and D of this program's channels (zeros when absent)."""
+        A = tl.load(A_ptr + d[None, :] * N + n[:, None], mask=mask_nd, other=0.0)
+        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0) if HAS_BIAS else tl.zeros([BD], tl.float32)
+        Dsk = tl.load(D_ptr + d, mask=mask_d, other=0.0) if HAS_D else tl.zeros([BD], tl.float32)
+        return A, bias, Dsk
+
+    @triton.jit
+    def _load_steps(u_ptr, delta_ptr, B_ptr, s_ul, s_dl, s_Bl, t, d, n, L, N, mask_d, bias, SOFTPLUS: tl.constexpr):
+        """The masks of steps t ([T, BD] and [T, NP]) and the inputs every pass needs: u, dt, delta + bias, B."""
+        m_td = (t < L)[:, None] & mask_d[None, :]
+        m_tn = (t < L)[:, None] & (n < N)[None, :]
+        u = _load_rows(u_ptr, s_ul, t, d, m_td)
+        dt, raw = _load_dt(delta_ptr, s_dl, t, d, m_td, bias, SOFTPLUS)
+        Bt = _load_rows(B_ptr, s_Bl, t, n, m_tn)
+        return m_td, m_tn, u, dt, raw, Bt
+
+    @triton.jit
     def _chunk_forward(dt, x, Bt, A2, h_in, rows, T: tl.constexpr):
         # states of one chunk, [T, NP, BD], and the state leaving it
         a = tl.exp2(dt[:, None, :] * A2[None, :, :])
@@ -185,10 +205,8 @@ if HAS_TRITON:
         rows = tl.arange(0, T)
         mask_d = d < Dm
         mask_nd = (n < N)[:, None] & mask_d[None, :]
-        # A^T tile [NP, BD], 0 where padded (decay 1, and B is 0 there, so padded states stay 0)
-        A2 = tl.load(A_ptr + d[None, :] * N + n[:, None], mask=mask_nd, other=0.0) * 1.4426950408889634
-        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0) if HAS_BIAS else tl.zeros([BD], tl.float32)
-        Dsk = tl.load(D_ptr + d, mask=mask_d, other=0.0) if HAS_D else tl.zeros([BD], tl.float32)
+        A, bias, Dsk = _channel_params(A_ptr, bias_ptr, D_ptr, d, n, N, mask_d, mask_nd, BD, HAS_BIAS, HAS_D)
+        A2 = A * 1.4426950408889634
         u_ptr += b * s_ub
         delta_ptr += b * s_db
         B_ptr += b * s_Bb
@@ -201,11 +219,8 @@ if HAS_TRITON:
             if c % K == 0:  # the state entering step c*T, for the backward
                 tl.store(hs_ptrs + (c // K) * N * Dm, h, mask=mask_nd)
             t = c * T + rows
-            m_td = (t < L)[:, None] & mask_d[None, :]
-            m_tn = (t < L)[:, None] & (n < N)[None, :]
-            u = _load_rows(u_ptr, s_ul, t, d, m_td)
-            dt, _raw0 = _load_dt(delta_ptr, s_dl, t, d, m_td, bias, SOFTPLUS)
-            Bt = _load_rows(B_ptr, s_Bl, t, n, m_tn)
+            m_td, m_tn, u, dt, _raw, Bt = _load_steps(u_ptr, delta_ptr, B_ptr, s_ul, s_dl, s_Bl, t, d, n, L, N,
+                                                      mask_d, bias, SOFTPLUS)
             Ct = _load_rows(C_ptr, s_Cl, t, n, m_tn)
             hc, h = _chunk_forward(dt, dt * u, Bt, A2, h, rows, T)
             y = tl.sum(hc * Ct[:, :, None], axis=1) + Dsk[None, :] * u
@@ -230,10 +245,8 @@ if HAS_TRITON:
         kidx = tl.arange(0, K)
         mask_d = d < Dm
         mask_nd = (n < N)[:, None] & mask_d[None, :]
-        A = tl.load(A_ptr + d[None, :] * N + n[:, None], mask=mask_nd, other=0.0)
+        A, bias, Dsk = _channel_params(A_ptr, bias_ptr, D_ptr, d, n, N, mask_d, mask_nd, BD, HAS_BIAS, HAS_D)
         A2 = A * 1.4426950408889634
-        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0) if HAS_BIAS else tl.zeros([BD], tl.float32)
-        Dsk = tl.load(D_ptr + d, mask=mask_d, other=0.0) if HAS_D else tl.zeros([BD], tl.float32)
         u_ptr += b * s_ub
         delta_ptr += b * s_db
         B_ptr += b * s_Bb
@@ -263,11 +276,8 @@ if HAS_TRITON:
                 h_k = tl.where(kidx[:, None, None] == j, h[None, :, :], h_k)
                 if j < K - 1:
                     t = (seg * K + j) * T + rows
-                    m_td = (t < L)[:, None] & mask_d[None, :]
-                    m_tn = (t < L)[:, None] & (n < N)[None, :]
-                    u = _load_rows(u_ptr, s_ul, t, d, m_td)
-                    dt, _raw1 = _load_dt(delta_ptr, s_dl, t, d, m_td, bias, SOFTPLUS)
-                    Bt = _load_rows(B_ptr, s_Bl, t, n, m_tn)
+                    m_td, m_tn, u, dt, _raw, Bt = _load_steps(u_ptr, delta_ptr, B_ptr, s_ul, s_dl, s_Bl, t, d, n,
+                                                              L, N, mask_d, bias, SOFTPLUS)
                     _states1, h = _chunk_forward(dt, dt * u, Bt, A2, h, rows, T)
             # Phase 2: the chunks in reverse.
             for k_r in range(K):
@@ -276,11 +286,8 @@ if HAS_TRITON:
                 h_in = tl.sum(tl.where(kidx[:, None, None] == k, h_k, 0.0), axis=0)
                 # --- time order: states h_t, h_{t-1}; dC; dz
                 t = t0 + rows
-                m_td = (t < L)[:, None] & mask_d[None, :]
-                m_tn = (t < L)[:, None] & (n < N)[None, :]
-                u = _load_rows(u_ptr, s_ul, t, d, m_td)
-                dt, _raw2 = _load_dt(delta_ptr, s_dl, t, d, m_td, bias, SOFTPLUS)
-                Bt = _load_rows(B_ptr, s_Bl, t, n, m_tn)
+                m_td, m_tn, u, dt, _raw, Bt = _load_steps(u_ptr, delta_ptr, B_ptr, s_ul, s_dl, s_Bl, t, d, n, L, N,
+                                                          mask_d, bias, SOFTPLUS)
                 a = tl.exp2(dt[:, None, :] * A2[None, :, :])
                 bx = (dt * u)[:, None, :] * Bt[:, :, None]
                 acum, bcum, pcum, qcum = tl.associative_scan((a, bx, ones, zeros), 0, _combine_excl)
@@ -302,11 +309,8 @@ if HAS_TRITON:
                 h_prev = tl.flip(h_prev, 0)                               # to reversed time order
                 # --- reversed time order (row i = step t0 + T-1-i): the adjoint, then the gradients
                 t = t0 + rrows
-                m_td = (t < L)[:, None] & mask_d[None, :]
-                m_tn = (t < L)[:, None] & (n < N)[None, :]
-                u = _load_rows(u_ptr, s_ul, t, d, m_td)
-                dt, raw = _load_dt(delta_ptr, s_dl, t, d, m_td, bias, SOFTPLUS)
-                Bt = _load_rows(B_ptr, s_Bl, t, n, m_tn)
+                m_td, m_tn, u, dt, raw, Bt = _load_steps(u_ptr, delta_ptr, B_ptr, s_ul, s_dl, s_Bl, t, d, n, L, N,
+                                                         mask_d, bias, SOFTPLUS)
                 Ct = _load_rows(C_ptr, s_Cl, t, n, m_tn)
                 dout = _load_rows(dout_ptr, s_gl, t, d, m_td)
                 if HAS_Z:
