@@ -6,7 +6,8 @@ One Base layer's scan (batch 256 x 251 tokens, d_inner 2304, d_state 24, z gatin
 softplus, D skip) forward + backward, bf16 inputs as under autocast. mamba-ssm's `selective_scan_fn`
 takes (B, D, L) tensors, ours (B, L, D): each gets its own layout, made contiguous before timing, so the
 times are the kernels' own. Parity first: our outputs and all gradients against mamba-ssm's in fp32 at
-the same shape (batch 8). Then a sweep over our tile sizes (ScanConfig); the fastest is reported.
+the same shape (batch 8). Both kernels' forward alone is timed too (where the time goes). Then a sweep
+over our tile sizes (ScanConfig); the fastest is reported.
 Needs CUDA, Triton and mamba-ssm (the baseline row is skipped without it).
 """
 
@@ -75,6 +76,15 @@ def parity(batch: int = 8) -> dict:
     return {"out": rel(out, ref_out), **{n: rel(a, b) for n, a, b in zip(NAMES, grads, ref_grads)}}
 
 
+def time_fwd(fn, ins, repeats: int) -> float:
+    """The forward alone (no autograd graph): with time_fwd_bwd, where each kernel's time goes."""
+    def step():
+        with torch.no_grad():
+            fn(ins)
+
+    return cuda_time_ms(step, warmup=2, repeats=repeats)
+
+
 def time_fwd_bwd(fn, ins, repeats: int) -> float:
     leaves = [t.detach().requires_grad_() for t in ins]
     grad = None
@@ -90,10 +100,11 @@ def time_fwd_bwd(fn, ins, repeats: int) -> float:
     return cuda_time_ms(step, warmup=2, repeats=repeats)
 
 
+# Around the default (itself the best of the earlier sweeps, BENCHMARKS.md): the forward's tiles and warps,
+# the backward's channel block and warps, how often states are saved.
 SWEEP = [DEFAULT_CONFIG] + [dataclasses.replace(DEFAULT_CONFIG, **kw) for kw in (
-    {"fwd_chunk": 16}, {"fwd_block_d": 64}, {"fwd_warps": 4},
-    {"bwd_warps": 4}, {"bwd_block_d": 16, "bwd_warps": 4}, {"bwd_chunk": 4, "bwd_warps": 4},
-    {"save_every": 64}, {"fwd_chunk": 16, "fwd_block_d": 64, "fwd_warps": 8},
+    {"fwd_chunk": 4}, {"fwd_chunk": 16}, {"fwd_warps": 2}, {"fwd_block_d": 128}, {"fwd_block_d": 128, "fwd_warps": 8},
+    {"bwd_block_d": 64}, {"bwd_block_d": 64, "bwd_warps": 8}, {"save_every": 64},
 )]
 
 
@@ -115,9 +126,12 @@ def main(argv=None) -> int:
               ", ".join(f"{k} {v:.1e}" for k, v in record["parity_vs_mamba_ssm_fp32"].items()), flush=True)
     ins = inputs(a.batch, a.length, 2304, 24, torch.bfloat16)
     if has_fused_scan():
-        ms = time_fwd_bwd(run_mamba_ssm, to_bdl(ins), a.repeats)
-        record["rows"].append({"kernel": "mamba-ssm selective_scan_fn", "ms": ms})
-        print(f"mamba-ssm selective_scan_fn          fwd+bwd {ms:8.2f} ms", flush=True)
+        ms, fwd = time_fwd_bwd(run_mamba_ssm, to_bdl(ins), a.repeats), time_fwd(run_mamba_ssm, to_bdl(ins), a.repeats)
+        record["rows"].append({"kernel": "mamba-ssm selective_scan_fn", "ms": ms, "fwd_ms": fwd})
+        print(f"mamba-ssm selective_scan_fn          fwd+bwd {ms:8.2f} ms  fwd {fwd:8.2f} ms", flush=True)
+    fwd = time_fwd(run_ours, ins, a.repeats)
+    record["ours_default_fwd_ms"] = fwd
+    print(f"triton default tiles                 fwd     {fwd:8.2f} ms", flush=True)
     for cfg in SWEEP:
         try:
             ms = time_fwd_bwd(lambda x, c=cfg: run_ours(x, c), ins, a.repeats)

@@ -7,8 +7,10 @@ Forward + backward + fused AdamW of the whole SSAST model (patch embedding, enco
 implementation in the style of the released code and our fast path:
 
     transformer  released: explicit softmax attention, fp16 autocast + GradScaler  | ours: SDPA, bf16, compiled
-    mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: Triton scan, bf16
-    xlstm        released: the quadratic parallel form (float32 cell)              | ours: Triton mLSTM kernel
+    mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: Triton scan, bf16;
+                                                                                     either kernel, compiled
+    xlstm        released: the quadratic parallel form (float32 cell)              | ours: Triton mLSTM kernel,
+                                                                                     eager and compiled
 
 Prints a table (step ms, clips/s, peak GiB, MFU against the bf16 matmul rate measured in the same run,
 speed-up over the released style) and writes a JSON record. MFU counts the FLOPs torch's FlopCounterMode
@@ -32,9 +34,12 @@ ROWS = {
                     ("ours: SDPA, bf16", {}, torch.bfloat16, False),
                     ("ours: SDPA, bf16, compiled", {}, torch.bfloat16, True)],
     "mamba": [("released: mamba-ssm kernels", {"kernel": "mamba_ssm"}, torch.bfloat16, False),
-              ("ours: Triton scan", {"kernel": "triton"}, torch.bfloat16, False)],
+              ("ours: Triton scan", {"kernel": "triton"}, torch.bfloat16, False),
+              ("ours: mamba-ssm kernels, compiled", {"kernel": "mamba_ssm"}, torch.bfloat16, True),
+              ("ours: Triton scan, compiled", {"kernel": "triton"}, torch.bfloat16, True)],
     "xlstm": [("released: parallel form", {"kernel": "parallel"}, torch.bfloat16, False),
-              ("ours: Triton mLSTM", {"kernel": "triton"}, torch.bfloat16, False)],
+              ("ours: Triton mLSTM", {"kernel": "triton"}, torch.bfloat16, False),
+              ("ours: Triton mLSTM, compiled", {"kernel": "triton"}, torch.bfloat16, True)],
 }
 
 

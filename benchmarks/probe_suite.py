@@ -105,7 +105,8 @@ def main(argv=None) -> int:
         row = {"batched_s": batched, "mean_test_score": score}
         if not a.skip_one_by_one:
             single, score_single = time_task(task, a, 1)
-            row.update(one_by_one_s=single, speedup=single / batched, same_scores=score == score_single)
+            row.update(one_by_one_s=single, one_by_one_test_score=score_single, speedup=single / batched,
+                       same_scores=score == score_single)
         record["tasks"][name] = row
         folds = 5 if TASKS[name][2] == "5fold" else 1
         members = 2 * a.seeds + (folds - 1) * a.seeds

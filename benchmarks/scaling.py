@@ -1,30 +1,31 @@
 """Training-step time, peak memory and inference throughput against sequence length (issue 7).
 
-    python benchmarks/scaling.py --size base --batch 8 --out results/bench/scaling.json
+    python benchmarks/scaling.py --size base --out results/bench/scaling.json
 
-For each backbone on its fast path, bf16: token counts from 251 (2 s of audio) to 16001 (128 s).
-Out-of-memory points are recorded as such ("status": "oom"), not dropped. Prints a table; writes the
-records that `msmbench figure scaling` plots. Needs CUDA.
+For each backbone on its fast path, bf16: token counts from 251 (2 s of audio) to 64001 (512 s), each step
+holding the same number of tokens (--tokens-per-step, default the paper's 256 x 251: batch 256 at 251
+tokens, 1 at 64001) unless --batch fixes the batch. Out-of-memory points are recorded as such ("status":
+"oom"), not dropped. Prints a table; writes the records that `msmbench figure scaling` plots. Needs CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import torch
 
-from msmbench.bench import HEADER, machine_info, scaling_study
+from msmbench.bench import HEADER, PAPER_TOKENS_PER_STEP, machine_info, scaling_study
+from msmbench.io import write_json
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbones", nargs="+", default=["transformer", "mamba", "xlstm"])
     p.add_argument("--size", default="base")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--tokens", type=int, nargs="+", default=[251, 1001, 2001, 4001, 8001, 16001])
+    p.add_argument("--batch", type=int, default=None, help="fixed batch (default: from --tokens-per-step)")
+    p.add_argument("--tokens-per-step", type=int, default=PAPER_TOKENS_PER_STEP)
+    p.add_argument("--tokens", type=int, nargs="+", default=[251, 1001, 2001, 4001, 8001, 16001, 32001, 64001])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="results/bench/scaling.json")
     a = p.parse_args(argv)
@@ -32,13 +33,13 @@ def main(argv=None) -> int:
         print("scaling: skipped: needs CUDA")
         return 0
     print(HEADER)
-    records = scaling_study(a.backbones, a.size, a.tokens, a.batch, repeats=a.repeats,
-                            log=lambda line: print(line, flush=True))
-    for r in records:
-        r["machine"] = machine_info()
-        r["command"] = " ".join(sys.argv)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(records, indent=2))
+    records, extra = [], {"machine": machine_info(), "command": " ".join(sys.argv)}
+    for backbone in a.backbones:
+        for n in a.tokens:  # one point at a time, written as it comes: a run cut short keeps what it measured
+            point = scaling_study([backbone], a.size, [n], a.batch, a.tokens_per_step, repeats=a.repeats,
+                                  log=lambda line: print(line, flush=True))
+            records += [{**r, **extra} for r in point]
+            write_json(a.out, records)
     return 0
 
 

@@ -17,6 +17,7 @@ H100 at the Base shape (S 300, head dim 384) the kernel measured 3.4e-5 against 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -54,12 +55,27 @@ CASES = {
     "dispatch_kernel_triton": {"B": 1, "NH": 2, "S": 50, "DH": 32, "via_dispatch": True},
     "bf16_S100_DH96": {"B": 1, "NH": 2, "S": 100, "DH": 96, "dtype": "bfloat16"},
     "bf16_DH384_S70": {"B": 1, "NH": 1, "S": 70, "DH": 384, "dtype": "bfloat16"},
+    # chunkwise (linear time): the tiled kernel within chunks, the states across them
+    "chunked_S100_c32": {"B": 2, "NH": 2, "S": 100, "DH": 32, "chunk": 32},
+    "chunked_S130_DH96_c64": {"B": 1, "NH": 2, "S": 130, "DH": 96, "chunk": 64},
+    "chunked_tiles_straddle_chunks": {"B": 1, "NH": 1, "S": 90, "DH": 32, "chunk": 24, "blocks": (16, 32)},
+    "chunked_mixed_branches": {"B": 2, "NH": 2, "S": 80, "DH": 32, "chunk": 16, "igate_mean": -1.0,
+                               "branch": "mixed"},
+    "chunked_strong_forgetting": {"B": 1, "NH": 2, "S": 96, "DH": 32, "chunk": 32, "fgate_mean": -1.0},
+    "chunked_igate_rising": {"B": 1, "NH": 1, "S": 96, "DH": 32, "chunk": 16, "igate_mean": 6.0,
+                             "igate_std": 4.0},
+    "chunked_bf16_DH96": {"B": 1, "NH": 2, "S": 100, "DH": 96, "chunk": 32, "dtype": "bfloat16"},
+    # the default chunking (chunk_size None), scaled down: whole up to WHOLE_MAX steps, chunks of CHUNK beyond
+    "default_policy_chunkwise": {"B": 1, "NH": 2, "S": 100, "DH": 32, "policy": (64, 32)},
 }
 GPU_CASES = {
     **CASES,
     "base_model_fp32": {"B": 2, "NH": 4, "S": 300, "DH": 384},
     "base_model_bf16": {"B": 2, "NH": 4, "S": 300, "DH": 384, "dtype": "bfloat16"},
     "long_bf16": {"B": 1, "NH": 2, "S": 2000, "DH": 96, "dtype": "bfloat16"},
+    "base_long_chunked_fp32": {"B": 1, "NH": 4, "S": 1300, "DH": 384, "chunk": 512},
+    "base_long_chunked_bf16": {"B": 1, "NH": 4, "S": 2100, "DH": 384, "chunk": 512, "dtype": "bfloat16"},
+    "base_default_chunking_bf16": {"B": 1, "NH": 4, "S": 5200, "DH": 384, "dtype": "bfloat16"},
 }
 
 
@@ -104,6 +120,20 @@ def forced_tiles(blocks):
         mt._chosen.clear()
 
 
+@contextlib.contextmanager
+def policy(whole_max_and_chunk):
+    """Scale the default chunking down (WHOLE_MAX, CHUNK) so that a short sequence takes the chunkwise path."""
+    from msmbench.ops import mlstm_triton as mt
+    if whole_max_and_chunk is None:
+        yield
+        return
+    saved, (mt.WHOLE_MAX, mt.CHUNK) = (mt.WHOLE_MAX, mt.CHUNK), whole_max_and_chunk
+    try:
+        yield
+    finally:
+        mt.WHOLE_MAX, mt.CHUNK = saved
+
+
 def run_case(name: str, device: str, cases=CASES) -> dict:
     """Relative errors of h and of the five gradients against float64 autograd through _parallel_form."""
     from msmbench.ops.mlstm_triton import mlstm_triton
@@ -114,8 +144,9 @@ def run_case(name: str, device: str, cases=CASES) -> dict:
     weight = torch.randn(ref[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     h_ref = _parallel_form(*ref)
     grads_ref = torch.autograd.grad((h_ref * weight).sum(), ref)
-    with forced_tiles(spec.get("blocks")):
-        fn = (lambda *a: mlstm(*a, kernel="triton")) if spec.get("via_dispatch") else mlstm_triton
+    with forced_tiles(spec.get("blocks")), policy(spec.get("policy")):
+        fn = ((lambda *a: mlstm(*a, kernel="triton")) if spec.get("via_dispatch")
+              else functools.partial(mlstm_triton, chunk_size=spec.get("chunk")))
         h = fn(*ours)
         grads = torch.autograd.grad((h.double() * weight.to(device)).sum(), ours)
     dtypes_ok = h.dtype == ours[0].dtype and all(g.dtype == t.dtype for g, t in zip(grads, ours))

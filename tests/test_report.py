@@ -6,7 +6,9 @@ import json
 import math
 import re
 from pathlib import Path
+from unittest import mock
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import pytest
@@ -362,6 +364,34 @@ def test_scaling_figure_and_crossover(tmp_path):
     assert c == [{"backbone": "mamba", "size": "base", "tokens": 16001.0, "kind": "oom"}]
     with pytest.raises(ValueError, match="status"):
         F.plot_scaling([{**recs[0], "status": "crashed"}], tmp_path / "bad")
+
+
+def test_scaling_under_a_token_budget(tmp_path):
+    """batch = budget // length: linear-cost step times are flat, attention's grow; the crossover, the
+    guides (drawn at the measured batches) and the title follow."""
+    from msmbench.bench import batch_for
+
+    assert [batch_for(n) for n in (251, 1001, 16001, 64001, 100001)] == [256, 64, 4, 1, 1]
+    assert batch_for(16001, batch=8) == 8
+    recs = []
+    for backbone, per_token, per_pair in (("transformer", 1.0, 3e-4), ("mamba", 4.0, 0.0)):
+        for tokens in (251, 4001, 16001, 64001):
+            b = batch_for(tokens)
+            ms = b * tokens * (per_token + per_pair * tokens) / 1e3
+            recs.append({"backbone": backbone, "size": "base", "tokens": tokens, "batch": b, "tokens_per_step": 64256,
+                         "seconds_audio": (tokens - 1) / 125, "train_step_ms": ms, "peak_mem_gib": 10.0,
+                         "infer_clips_per_s": 1e6 / ms, "status": "ok", "device": "test GPU"})
+    (cross,) = F.find_crossovers(recs)
+    # per token: 1 + 3e-4 L vs 4  ->  attention is slower beyond L = 10,000
+    assert cross["backbone"] == "mamba" and 4001 < cross["tokens"] < 16001
+    lines = []
+    real_plot = mpl.axes.Axes.plot
+    with mock.patch.object(mpl.axes.Axes, "plot", lambda ax, *a, **k: lines.append(a) or real_plot(ax, *a, **k)):
+        assert_outputs(F.plot_scaling(recs, tmp_path / "budget"))
+    guides = [y / y[0] for x, y in lines if isinstance(x, np.ndarray)]  # the series are pandas objects
+    # per panel: linear cost stays flat (batch x L is constant up to rounding), quadratic grows as L
+    assert guides and all(abs(g[-1] - 1) < 0.01 or abs(g[-1] / (64001 / 251) - 1) < 0.01 for g in guides)
+    assert any(abs(g[-1] - 1) < 0.01 for g in guides) and any(g[-1] > 200 for g in guides)
 
 
 def test_render_entry_points(small_and_large, tmp_path):

@@ -81,7 +81,8 @@ def _measured(base: dict, measure: Callable[[], dict]) -> dict:
     except torch.OutOfMemoryError as e:
         return {**base, "status": "oom", "error": str(e).split("\n")[0][:200]}
     except Exception as e:  # noqa: BLE001
-        return {**base, "status": "error", "error": repr(e)[:300]}
+        text = repr(e)  # compiler errors put the cause at the end: keep both ends
+        return {**base, "status": "error", "error": text if len(text) <= 900 else f"{text[:300]} ... {text[-600:]}"}
     finally:
         torch.cuda.empty_cache()
 
@@ -149,17 +150,32 @@ def inference(backbone: str, size: str, batch: int, tokens: int = 251, options: 
     return _measured({"backbone": backbone, "size": size, "tokens": tokens, "batch": batch}, measure)
 
 
-def scaling_study(backbones: list[str], size: str, tokens: list[int], batch: int, options: dict | None = None,
-                  repeats: int = 5, log: Callable[[str], None] = print) -> list[dict]:
-    """Training-step time/memory and inference throughput against sequence length; OOM points kept."""
+PAPER_TOKENS_PER_STEP = 256 * 251  # the paper's step: 256 clips of 251 tokens
+
+
+def batch_for(tokens: int, batch: int | None = None, tokens_per_step: int = PAPER_TOKENS_PER_STEP) -> int:
+    """The scaling study's batch at a sequence length: `batch` when given, else as many sequences as fit
+    the token budget (at least one), so each step sees the same number of tokens at every length."""
+    return batch if batch else max(1, tokens_per_step // tokens)
+
+
+def scaling_study(backbones: list[str], size: str, tokens: list[int], batch: int | None = None,
+                  tokens_per_step: int = PAPER_TOKENS_PER_STEP, options: dict | None = None, repeats: int = 5,
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """Training-step time/memory and inference throughput against sequence length; OOM points kept.
+    With a fixed token budget per step (the default), a backbone whose cost is linear in length has a
+    flat step time and attention's grows with length, so the crossover reads straight off the plot."""
     records = []
     for backbone in backbones:
         opts = (options or {}).get(backbone, {})
         for n in tokens:
-            train = train_step(backbone, size, batch, n, opts, repeats=repeats)
-            infer = inference(backbone, size, batch, n, opts, repeats=repeats)
+            b = batch_for(n, batch, tokens_per_step)
+            train = train_step(backbone, size, b, n, opts, repeats=repeats)
+            infer = inference(backbone, size, b, n, opts, repeats=repeats)
             rec = {**train, **{k: v for k, v in infer.items() if k.startswith("infer")}}
             rec["status"] = train["status"] if train["status"] != "ok" else infer["status"]
+            if not batch:
+                rec["tokens_per_step"] = tokens_per_step
             records.append(rec)
             log(format_record(rec))
     return records

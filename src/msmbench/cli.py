@@ -253,7 +253,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
         raise RuntimeError("the scaling study needs a CUDA GPU (results in BENCHMARKS.md were measured on an H100)")
     bench = _settings(a.settings, "bench")
     lines = [HEADER]
-    records = scaling_study(a.backbones, bench["sizes"][0], bench["tokens"], bench["batch"],
+    records = scaling_study(a.backbones, bench["sizes"][0], bench["tokens"], bench["batch"], bench["tokens_per_step"],
                             log=lambda line: (lines.append(line), print(line, flush=True)))
     write_json(a.out, [{**r, "machine": machine_info()} for r in records])
     write_text(a.table, "\n".join(lines) + "\n")

@@ -22,11 +22,11 @@ Kernels (`kernel=`):
 - "chunkwise_triton": mlstm_kernels' "chunkwise--triton_xl_chunk" (Triton, CUDA only), run in float32 and
   wrapped to restore the normaliser's gradient (see "Gradients" below; on the H100 its gradients still
   failed parity, so "auto" never picks it).
-- "triton": our own tiled Triton kernel over the parallel form (msmbench.ops.mlstm_triton; CUDA): exact
-  forward and gradient, O(S) memory, float32 or bfloat16 inputs. On an H100 (BENCHMARKS.md) 12 Base cells
-  at 251 tokens x 256 run 4.1x faster than "parallel" in a quarter of its memory; at 4,096 x 16 it needs
-  7.7 GiB where "parallel" runs out of 80 GB. Its compute is still quadratic in S (a tiled parallel form,
-  not a chunkwise recurrence).
+- "triton": our own Triton kernel (msmbench.ops.mlstm_triton; CUDA): exact forward and gradient, O(S)
+  memory, float32 or bfloat16 inputs. Up to 4,096 steps one tiled sweep of the parallel form (at 251
+  tokens x 256, 12 Base cells run 4x faster than "parallel" in a quarter of its memory on an H100,
+  BENCHMARKS.md); longer sequences run chunkwise, linear in S: the tiled kernel within chunks of 1,024
+  steps, the (DH x DH) states across them. Its chunking is its own (`chunk_size` below is not passed).
 - "auto": exact kernels only: on CUDA "triton" when Triton is installed, else "parallel" up to 1024 steps
   and "chunkwise_native" beyond; on CPU "chunkwise_native" (see `resolve_kernel`).
 
@@ -225,8 +225,9 @@ def mlstm_chunkwise_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate
 
 def mlstm_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, *,
                  chunk_size: int = 64, eps: float = EPS) -> Tensor:
-    """Our tiled Triton kernel (msmbench.ops.mlstm_triton), imported on first use: this module stays
-    importable without Triton. chunk_size is unused."""
+    """Our Triton kernel (msmbench.ops.mlstm_triton), imported on first use: this module stays importable
+    without Triton. chunk_size is not passed: the kernel's own chunking (msmbench.ops.mlstm_triton.WHOLE_MAX,
+    CHUNK) suits its tiles and head dims, where the model's chunk_size (64) is the chunkwise native kernel's."""
     try:
         from msmbench.ops.mlstm_triton import mlstm_triton as kernel_fn
     except ImportError as err:

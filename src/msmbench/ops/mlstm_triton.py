@@ -2,7 +2,11 @@
 
 Same function as `msmbench.ops.mlstm._parallel_form` (the module docstring of msmbench.ops.mlstm defines it);
 the kernel computes it flash-attention style, one query block against the key blocks at or below the
-diagonal, never storing an S x S matrix.
+diagonal, never storing an S x S matrix. That is quadratic in time, so sequences longer than WHOLE_MAX steps
+run chunkwise (`_chunkwise`): the same kernels restricted to keys in the query's own chunk (their CHUNK
+argument), and the earlier chunks through per-chunk (DH x DH) states computed with batched matmuls in
+PyTorch, so time is linear in S. Both forms compute the same function; the tests check each against the
+float64 parallel form.
 
 Forward. Per batch and head, with F_t = sum_{s<=t} logsigmoid(fgate_s) and scale = DH**-0.5,
 
@@ -54,11 +58,16 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from triton.runtime.errors import OutOfResources
 
 EPS = 1e-6  # = msmbench.ops.mlstm.EPS (not imported: mlstm.py imports this module lazily)
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * LOG2E); u and r are handed to the kernels pre-scaled
 MAX_CHUNKS, MAX_BLOCK_D = 4, 128  # head dims up to 512
+# Sequences up to WHOLE_MAX steps run as one tiled sweep (quadratic time, the least memory); longer ones
+# chunkwise in chunks of CHUNK steps (linear time). On an H100 at 64k tokens a step (BENCHMARKS.md), one
+# Base cell: 4,096 steps whole 22 ms vs chunkwise 31 ms; 16,384 steps whole 80 ms vs chunkwise 34 ms.
+WHOLE_MAX, CHUNK = 4096, 1024  # CHUNK: a multiple of every tile length below
 DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -136,31 +145,48 @@ def _dot_acc(p, b0, b1, b2, b3, acc0, acc1, acc2, acc3, NUM_D: tl.constexpr, PRE
 
 
 @triton.jit
-def _decay(u_ptr, r_ptr, rows, cols, row_ok, col_ok):
-    """w_tj = exp(u_j - r_t) on the causal, in-range part of a [rows, cols] tile, else 0 (u, r are
-    pre-scaled by log2 e). The exponent is masked before exp2: no entry is inf, so no inf * 0 later."""
+def _decay(u_ptr, r_ptr, rows, cols, row_ok, col_ok, CHUNK):
+    """w_tj = exp(u_j - r_t) on the causal, in-range, same-chunk part of a [rows, cols] tile, else 0 (u, r
+    are pre-scaled by log2 e). The exponent is masked before exp2: no entry is inf, so no inf * 0 later."""
     u = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     r = tl.load(r_ptr + rows, mask=row_ok, other=0.0)
-    valid = (cols[None, :] <= rows[:, None]) & row_ok[:, None]
+    chunk_start = rows - rows % CHUNK
+    valid = (cols[None, :] <= rows[:, None]) & (cols[None, :] >= chunk_start[:, None]) & row_ok[:, None]
     return tl.exp2(tl.where(valid, u[None, :] - r[:, None], -float("inf")))
 
 
 @triton.jit
-def _decay_t(u_ptr, r_ptr, cols, rows, col_ok, row_ok):
+def _decay_t(u_ptr, r_ptr, cols, rows, col_ok, row_ok, CHUNK):
     """The transposed tile: w_tj at [j, t] for key rows `cols` and query columns `rows`."""
     u = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     r = tl.load(r_ptr + rows, mask=row_ok, other=0.0)
-    valid = (cols[:, None] <= rows[None, :]) & row_ok[None, :]
+    chunk_start = rows - rows % CHUNK
+    valid = (cols[:, None] <= rows[None, :]) & (cols[:, None] >= chunk_start[None, :]) & row_ok[None, :]
     return tl.exp2(tl.where(valid, u[:, None] - r[None, :], -float("inf")))
+
+
+@triton.jit
+def _first_key(first_row, CHUNK, BLOCK_N: tl.constexpr):
+    """The first key block a query block starting at `first_row` can see: its chunk's start, rounded down
+    to a key-block boundary."""
+    return (first_row - first_row % CHUNK) // BLOCK_N * BLOCK_N
+
+
+@triton.jit
+def _query_end(last_key, S, CHUNK):
+    """One past the last query a key block ending at `last_key` can reach: the end of that key's chunk."""
+    return tl.minimum(S, last_key - last_key % CHUNK + CHUNK)
 
 
 # --- kernels ------------------------------------------------------------------------------------------------
 # grid (blocks along S, B * NH); each program owns one block of rows (queries: fwd, dq) or of keys (dv, dk)
 # and loops over the blocks of the other side that the causal mask lets through.
 @triton.jit
-def _fwd_kernel(Q, K, V, U2, R2, M, H, ROWSUM, NORM, S, scale, eps,
+def _fwd_kernel(Q, K, V, U2, R2, M, H, ROWSUM, NORM, S, CHUNK, scale, eps,
                 DH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                NUM_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr):
+                NUM_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr, NORMALIZE: tl.constexpr):
+    """One query block: h_t = A_t / (n_t + eps) (NORMALIZE), or A_t unnormalised (the chunkwise form adds
+    the earlier chunks' share first); S_t always goes to ROWSUM."""
     # heaviest query blocks (most keys) first, so the short ones fill the tail of the grid
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -175,26 +201,29 @@ def _fwd_kernel(Q, K, V, U2, R2, M, H, ROWSUM, NORM, S, scale, eps,
     acc1, acc2, acc3 = acc0, acc0, acc0
     rowsum = tl.zeros([BLOCK_M], tl.float32)
     end = tl.minimum((pid_m + 1) * BLOCK_M, S)  # causal: no key after the block's last row
-    for start_n in range(0, end, BLOCK_N):
+    for start_n in range(_first_key(pid_m * BLOCK_M, CHUNK, BLOCK_N), end, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
         col_ok = cols < S
         k0, k1, k2, k3 = _load_chunks(K, cols, col_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         c = _dot_nt(q0, q1, q2, q3, k0, k1, k2, k3, NUM_D, PRECISION) * scale
-        c = c * _decay(U2, R2, rows, cols, row_ok, col_ok)
+        c = c * _decay(U2, R2, rows, cols, row_ok, col_ok, CHUNK)
         rowsum += tl.sum(c, 1)
         v0, v1, v2, v3 = _load_chunks(V, cols, col_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         acc0, acc1, acc2, acc3 = _dot_acc(c.to(dtype), v0, v1, v2, v3, acc0, acc1, acc2, acc3, NUM_D, PRECISION)
 
-    m = tl.load(M + rows, mask=row_ok, other=0.0)
-    norm = tl.maximum(tl.abs(rowsum), tl.exp(-m))
     tl.store(ROWSUM + rows, rowsum, mask=row_ok)
-    tl.store(NORM + rows, norm, mask=row_ok)
-    inv = (1.0 / (norm + eps))[:, None]
-    _store_chunks(H, acc0, acc1, acc2, acc3, inv, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
+    if NORMALIZE:
+        m = tl.load(M + rows, mask=row_ok, other=0.0)
+        norm = tl.maximum(tl.abs(rowsum), tl.exp(-m))
+        tl.store(NORM + rows, norm, mask=row_ok)
+        inv = (1.0 / (norm + eps))[:, None]
+        _store_chunks(H, acc0, acc1, acc2, acc3, inv, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
+    else:
+        _store_chunks(H, acc0, acc1, acc2, acc3, 1.0, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
 
 
 @triton.jit
-def _bwd_dv_kernel(Q, K, V, DO, U2, R2, INV, DS, DV, DU, S, scale,
+def _bwd_dv_kernel(Q, K, V, DO, U2, R2, INV, DS, DV, DU, S, CHUNK, scale,
                    DH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    NUM_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr):
     """One key block: dv_j = sum_t c_tj dh_t / (n_t + eps) and du_j = v_j . dv_j + sum_t c_tj dS_t,
@@ -212,14 +241,14 @@ def _bwd_dv_kernel(Q, K, V, DO, U2, R2, INV, DS, DV, DU, S, scale,
     dv1, dv2, dv3 = dv0, dv0, dv0
     c_ds = tl.zeros([BLOCK_N], tl.float32)  # sum_t c_tj dS_t
     first = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M  # causal: no query before the block's first key
-    for start_m in range(first, S, BLOCK_M):
+    for start_m in range(first, _query_end(pid_n * BLOCK_N + BLOCK_N - 1, S, CHUNK), BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         row_ok = rows < S
         inv = tl.load(INV + rows, mask=row_ok, other=0.0)[None, :]
         d_s = tl.load(DS + rows, mask=row_ok, other=0.0)[None, :]
         q0, q1, q2, q3 = _load_chunks(Q, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         ct = _dot_nt(k0, k1, k2, k3, q0, q1, q2, q3, NUM_D, PRECISION) * scale
-        ct = ct * _decay_t(U2, R2, cols, rows, col_ok, row_ok)
+        ct = ct * _decay_t(U2, R2, cols, rows, col_ok, row_ok, CHUNK)
         c_ds += tl.sum(ct * d_s, 1)
         do0, do1, do2, do3 = _load_chunks(DO, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         dv0, dv1, dv2, dv3 = _dot_acc((ct * inv).to(dtype), do0, do1, do2, do3, dv0, dv1, dv2, dv3, NUM_D,
@@ -238,7 +267,7 @@ def _bwd_dv_kernel(Q, K, V, DO, U2, R2, INV, DS, DV, DU, S, scale,
 
 
 @triton.jit
-def _bwd_dk_kernel(Q, V, DO, U2, R2, INV, DS, DK, S, scale,
+def _bwd_dk_kernel(Q, V, DO, U2, R2, INV, DS, DK, S, CHUNK, scale,
                    DH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    NUM_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr):
     """One key block: dk_j = scale sum_t (dA_t . v_j + dS_t) w_tj q_t (k itself is not needed)."""
@@ -254,14 +283,14 @@ def _bwd_dk_kernel(Q, V, DO, U2, R2, INV, DS, DK, S, scale,
     dk0 = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dk1, dk2, dk3 = dk0, dk0, dk0
     first = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
-    for start_m in range(first, S, BLOCK_M):
+    for start_m in range(first, _query_end(pid_n * BLOCK_N + BLOCK_N - 1, S, CHUNK), BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         row_ok = rows < S
         inv = tl.load(INV + rows, mask=row_ok, other=0.0)[None, :]
         d_s = tl.load(DS + rows, mask=row_ok, other=0.0)[None, :]
         do0, do1, do2, do3 = _load_chunks(DO, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         dct = _dot_nt(v0, v1, v2, v3, do0, do1, do2, do3, NUM_D, PRECISION) * inv + d_s
-        dst = (dct * _decay_t(U2, R2, cols, rows, col_ok, row_ok)).to(dtype)
+        dst = (dct * _decay_t(U2, R2, cols, rows, col_ok, row_ok, CHUNK)).to(dtype)
         q0, q1, q2, q3 = _load_chunks(Q, rows, row_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         dk0, dk1, dk2, dk3 = _dot_acc(dst, q0, q1, q2, q3, dk0, dk1, dk2, dk3, NUM_D, PRECISION)
 
@@ -269,7 +298,7 @@ def _bwd_dk_kernel(Q, V, DO, U2, R2, INV, DS, DK, S, scale,
 
 
 @triton.jit
-def _bwd_dq_kernel(K, V, DO, U2, R2, INV, DS, DQ, S, scale,
+def _bwd_dq_kernel(K, V, DO, U2, R2, INV, DS, DQ, S, CHUNK, scale,
                    DH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    NUM_D: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr):
     """One query block: dq_t = scale sum_j (dA_t . v_j + dS_t) w_tj k_j (q itself is not needed)."""
@@ -287,12 +316,12 @@ def _bwd_dq_kernel(K, V, DO, U2, R2, INV, DS, DQ, S, scale,
     dq0 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dq1, dq2, dq3 = dq0, dq0, dq0
     end = tl.minimum((pid_m + 1) * BLOCK_M, S)
-    for start_n in range(0, end, BLOCK_N):
+    for start_n in range(_first_key(pid_m * BLOCK_M, CHUNK, BLOCK_N), end, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
         col_ok = cols < S
         v0, v1, v2, v3 = _load_chunks(V, cols, col_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         dc = _dot_nt(do0, do1, do2, do3, v0, v1, v2, v3, NUM_D, PRECISION) * inv + d_s
-        ds = (dc * _decay(U2, R2, rows, cols, row_ok, col_ok)).to(dtype)
+        ds = (dc * _decay(U2, R2, rows, cols, row_ok, col_ok, CHUNK)).to(dtype)
         k0, k1, k2, k3 = _load_chunks(K, cols, col_ok, DH, BLOCK_D, NUM_D, EVEN_D)
         dq0, dq1, dq2, dq3 = _dot_acc(ds, k0, k1, k2, k3, dq0, dq1, dq2, dq3, NUM_D, PRECISION)
 
@@ -344,7 +373,7 @@ def configs(kind: str, dh: int, dtype: torch.dtype) -> list[tuple[int, int, int,
     return _CONFIGS[(kind, block * num > 128, dtype == torch.float32)]
 
 
-def _launch(kind: str, kernel, rows_of, x: Tensor, args: tuple) -> None:
+def _launch(kind: str, kernel, rows_of, x: Tensor, args: tuple, **constexprs) -> None:
     """Run `kernel` over grid (blocks, B*NH) with the first config that fits; remember it per shape class.
     rows_of(config) -> the block length along S that one program owns."""
     BH, S, DH = x.shape
@@ -357,7 +386,7 @@ def _launch(kind: str, kernel, rows_of, x: Tensor, args: tuple) -> None:
             kernel[grid](*args, DH=DH, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, NUM_D=num_d,
                          EVEN_D=block_d * num_d == DH,
                          PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-                         num_warps=warps, num_stages=stages)
+                         num_warps=warps, num_stages=stages, **constexprs)
         except OutOfResources:  # raised when loading the compiled kernel, before it runs
             if i == len(candidates) - 1:
                 raise
@@ -366,26 +395,28 @@ def _launch(kind: str, kernel, rows_of, x: Tensor, args: tuple) -> None:
         return
 
 
-def _forward(q, k, v, u2, r2, m, eps):
+def _forward(q, k, v, u2, r2, m, eps, chunk: int, normalize: bool = True):
+    """normalize: (h, S_t, n_t); else (A_t unnormalised, S_t, None). h and A in q's dtype, S and n in
+    float32. Keys are seen only within each query's chunk of `chunk` steps (chunk >= S: the whole past)."""
     BH, S, DH = q.shape
-    h = torch.empty_like(q)
+    out = torch.empty_like(q)
     rowsum = torch.empty(BH, S, device=q.device, dtype=torch.float32)
-    norm = torch.empty_like(rowsum)
+    norm = torch.empty_like(rowsum) if normalize else rowsum  # not written when not normalising
     _launch("fwd", _fwd_kernel, lambda c: c[0], q,
-            (q, k, v, u2, r2, m, h, rowsum, norm, S, DH ** -0.5, eps))
-    return h, rowsum, norm
+            (q, k, v, u2, r2, m, out, rowsum, norm, S, chunk, DH ** -0.5, eps), NORMALIZE=normalize)
+    return out, rowsum, norm if normalize else None
 
 
-def _backward(q, k, v, do, u2, r2, inv, d_s):
+def _backward(q, k, v, do, u2, r2, inv, d_s, chunk: int):
     BH, S, DH = q.shape
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     du = torch.empty(BH, S, device=q.device, dtype=torch.float32)
     scale = DH ** -0.5
     # dv and dk in two kernels, not one: each keeps a single [BLOCK_N, DH] accumulator (registers at DH
     # 384), and neither recomputes anything the other needs (dk needs no q . k), so no extra FLOPs
-    _launch("dv", _bwd_dv_kernel, lambda c: c[1], q, (q, k, v, do, u2, r2, inv, d_s, dv, du, S, scale))
-    _launch("dk", _bwd_dk_kernel, lambda c: c[1], q, (q, v, do, u2, r2, inv, d_s, dk, S, scale))
-    _launch("dq", _bwd_dq_kernel, lambda c: c[0], q, (k, v, do, u2, r2, inv, d_s, dq, S, scale))
+    _launch("dv", _bwd_dv_kernel, lambda c: c[1], q, (q, k, v, do, u2, r2, inv, d_s, dv, du, S, chunk, scale))
+    _launch("dk", _bwd_dk_kernel, lambda c: c[1], q, (q, v, do, u2, r2, inv, d_s, dk, S, chunk, scale))
+    _launch("dq", _bwd_dq_kernel, lambda c: c[0], q, (k, v, do, u2, r2, inv, d_s, dq, S, chunk, scale))
     return dq, dk, dv, du
 
 
@@ -394,8 +425,9 @@ class _MLSTMCell(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, u, r, m, eps):
+        S = q.shape[1]
         u2, r2 = u * LOG2E, r * LOG2E  # the kernels use exp2
-        h, rowsum, norm = _forward(q, k, v, u2, r2, m, eps)
+        h, rowsum, norm = _forward(q, k, v, u2, r2, m, eps, chunk=S)
         ctx.save_for_backward(q, k, v, u2, r2, h, rowsum, norm)
         ctx.eps = eps
         return h
@@ -410,8 +442,71 @@ class _MLSTMCell(torch.autograd.Function):
         d_s = torch.where(s_wins, -delta * inv * torch.sign(rowsum), 0.0)
         dm = torch.where(s_wins, 0.0, delta / (1.0 + ctx.eps / norm))
         dr = -(delta + d_s * rowsum)
-        dq, dk, dv, du = _backward(q, k, v, dh, u2, r2, inv, d_s)
+        dq, dk, dv, du = _backward(q, k, v, dh, u2, r2, inv, d_s, chunk=q.shape[1])
         return dq, dk, dv, du, dr, dm, None
+
+
+class _MLSTMWithinChunks(torch.autograd.Function):
+    """The within-chunk share, unnormalised: A_t = sum_{j in t's chunk, j <= t} c_tj v_j (q's dtype) and
+    S_t = sum c_tj (float32), from q, k, v [BH, S, DH] and float32 u, r [BH, S]. Backward: the same three
+    kernels with dA in place of dh and 1 / (n + eps) = 1; dr_t = -(dA_t . A_t + dS_t S_t) (the module
+    docstring's rule)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, u, r, chunk):
+        u2, r2 = u * LOG2E, r * LOG2E
+        a, rowsum, _ = _forward(q, k, v, u2, r2, r2, 0.0, chunk, normalize=False)  # m unused: r2 stands in
+        ctx.save_for_backward(q, k, v, u2, r2, a, rowsum)
+        ctx.chunk = chunk
+        return a, rowsum
+
+    @staticmethod
+    def backward(ctx, da, d_s):
+        q, k, v, u2, r2, a, rowsum = ctx.saved_tensors
+        d_s = d_s.float().contiguous()
+        dr = -((da.float() * a).sum(-1) + d_s * rowsum)
+        ones = torch.ones_like(rowsum)
+        dq, dk, dv, du = _backward(q, k, v, da.to(q.dtype).contiguous(), u2, r2, ones, d_s, ctx.chunk)
+        return dq, dk, dv, du, dr, None
+
+
+def _chunkwise(q, k, v, u, r, m, eps: float, chunk: int) -> Tensor:
+    """h in linear time: the tiled kernel within chunks of `chunk` steps, then the earlier chunks' share
+    (`_add_earlier_chunks`), recomputed in the backward rather than stored: its float32 intermediates
+    would cost several times the cell's activations."""
+    a, rowsum = _MLSTMWithinChunks.apply(q, k, v, u, r, chunk)
+    return checkpoint(_add_earlier_chunks, q, k, v, u, r, m, a, rowsum, eps, chunk, use_reentrant=False)
+
+
+def _add_earlier_chunks(q, k, v, u, r, m, a, rowsum, eps: float, chunk: int) -> Tensor:
+    """Add what the earlier chunks contribute to A_t and S_t, then normalise (float32 PyTorch; autograd
+    differentiates it). With rho_c = r at the end of chunk c - 1 (= max_{j < c L} u_j), a row t of chunk c
+    adds
+        A_t += scale exp(rho_c - r_t) q_t C_c,   S_t += scale exp(rho_c - r_t) q_t . n_c,
+        C_c = sum_{j < c L} exp(u_j - rho_c) k_j v_j^T,   n_c = sum_{j < c L} exp(u_j - rho_c) k_j,
+    and C_c = sum_{c' < c} exp(rho_{c'+1} - rho_c) P_c' with P_c' chunk c''s own sum weighted by
+    exp(u_j - rho_{c'+1}): one lower-triangular matmul over the chunk axis instead of a loop. rho is a
+    running maximum, so every exponent is <= 0 (no overflow)."""
+    BH, S, DH = q.shape
+    nc = -(-S // chunk)
+    pad = nc * chunk - S
+    qf, kf, vf = (F.pad(t.float(), (0, 0, 0, pad)).view(BH, nc, chunk, DH) for t in (q, k, v))
+    rho = r[:, chunk - 1::chunk][:, :nc - 1]  # [BH, nc - 1]: rho_1 .. rho_{nc-1}
+    weight = torch.exp(u[:, :(nc - 1) * chunk].view(BH, nc - 1, chunk) - rho[..., None])
+    kw = kf[:, :-1] * weight[..., None]
+    own = (kw.transpose(-1, -2) @ vf[:, :-1]).flatten(2)  # P_c': [BH, nc - 1, DH * DH]
+    own_n = kw.sum(-2)  # [BH, nc - 1, DH]
+    later = torch.ones(nc - 1, nc - 1, dtype=torch.bool, device=q.device).tril()  # [c - 1, c'], c' < c
+    carry = torch.exp((rho[:, None, :] - rho[:, :, None]).masked_fill(~later, -torch.inf))
+    state, state_n = (carry @ own).view(BH, nc - 1, DH, DH), carry @ own_n
+    gain = torch.exp(rho[..., None] - F.pad(r, (0, pad), value=torch.inf).view(BH, nc, chunk)[:, 1:])
+    gain = gain * DH ** -0.5  # [BH, nc - 1, chunk]; padded rows get 0
+    past = gain[..., None] * (qf[:, 1:] @ state)
+    past_n = gain * (qf[:, 1:] @ state_n[..., None]).squeeze(-1)
+    a = a.float() + F.pad(past.reshape(BH, -1, DH), (0, 0, chunk, 0))[:, :S]
+    rowsum = rowsum + F.pad(past_n.reshape(BH, -1), (chunk, 0))[:, :S]
+    norm = torch.maximum(rowsum.abs(), torch.exp(-m))
+    return (a / (norm + eps)[..., None]).to(q.dtype)
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor) -> None:
@@ -428,12 +523,17 @@ def _check(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor) -> Non
     split_head_dim(q.shape[-1])
 
 
-def mlstm_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, *, chunk_size: int = 64,
+@torch.compiler.disable  # torch.compile compiles the block around it; Inductor does not re-compile these kernels
+def mlstm_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, *, chunk_size: int | None = None,
                  eps: float = EPS) -> Tensor:
     """h = mLSTM(q, k, v, igate, fgate), exact (forward and gradient) with O(S) memory. q, k, v:
     [B, NH, S, DH] (float32 or bfloat16; k, v are cast to q's dtype); igate, fgate: [B, NH, S]
-    pre-activations -> h [B, NH, S, DH] in q's dtype. chunk_size is unused (the shared signature)."""
-    del chunk_size
+    pre-activations -> h [B, NH, S, DH] in q's dtype. chunk_size None: one tiled sweep up to WHOLE_MAX
+    steps, chunkwise in chunks of CHUNK steps beyond (`_chunkwise`, time linear in S); an int: chunkwise
+    in chunks of that length whenever S exceeds it."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    whole_max, chunk = (WHOLE_MAX, CHUNK) if chunk_size is None else (chunk_size, chunk_size)
     _check(q, k, v, igate, fgate)
     B, NH, S, DH = q.shape
     with torch.autocast(q.device.type, enabled=False):  # gate terms in float32 even under autocast
@@ -443,7 +543,10 @@ def mlstm_triton(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, 
         m = log_f + r
         flat = [t.to(q.dtype).reshape(B * NH, S, DH).contiguous() for t in (q, k, v)]
         gates = [t.reshape(B * NH, S).contiguous() for t in (u, r, m)]
-        h = _MLSTMCell.apply(*flat, *gates, eps)
+        if S <= whole_max:
+            h = _MLSTMCell.apply(*flat, *gates, eps)
+        else:
+            h = _chunkwise(*flat, *gates, eps, chunk)
     return h.reshape(B, NH, S, DH)
 
 __all__ = ["mlstm_triton", "split_head_dim"]

@@ -91,11 +91,11 @@ _HINT = "selective_scan_triton needs triton (`pip install triton`, part of `msmb
 class ScanConfig:
     """Tile sizes. save_every must be a multiple of both chunks (the backward restarts from saved states)."""
 
+    # The defaults are the fastest of benchmarks/mamba_scan.py's sweeps on an H100 (BENCHMARKS.md)
     save_every: int = 32          # steps between states saved by the forward (memory vs. phase-1 recompute)
     fwd_chunk: int = 8            # T: time steps per register tile
-    fwd_block_d: int = 32         # BD: channels per program (one warp's lanes)
-    fwd_warps: int = 8
-    # The backward's tiles: the fastest of benchmarks/mamba_scan.py's sweep on an H100 (BENCHMARKS.md)
+    fwd_block_d: int = 64         # BD: channels per program
+    fwd_warps: int = 4
     bwd_chunk: int = 4
     bwd_block_d: int = 32
     bwd_warps: int = 4

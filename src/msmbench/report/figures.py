@@ -450,7 +450,8 @@ def plot_scaling(records, out_stem: str | os.PathLike) -> list[Path]:
 
     `records`: the bench stage's records (list of dicts, DataFrame or path to scaling.json). Out-of-
     memory runs are drawn as "x" at the top of the time and memory panels and at the bottom of the
-    throughput panel (where "no throughput" belongs). Grey guides show linear and quadratic growth;
+    throughput panel (where "no throughput" belongs). Grey guides show a cost linear and quadratic in
+    length at the batches measured (flat and ∝ L under a fixed token budget per step);
     a dotted vertical line marks where a recurrent backbone overtakes attention (`find_crossovers`).
     The top axis gives the audio duration of the sequence.
     """
@@ -506,27 +507,37 @@ def plot_scaling(records, out_stem: str | os.PathLike) -> list[Path]:
             _seconds_axis(ax, df)
         devices = sorted({str(d) for d in df.get("device", pd.Series(dtype=str)).dropna()})
         batches = sorted({int(b) for b in df.get("batch", pd.Series(dtype=float)).dropna()})
+        budgets = sorted({int(b) for b in df.get("tokens_per_step", pd.Series(dtype=float)).dropna()})
         extra = []
         if devices:
             extra.append("device: " + ", ".join(devices))
-        if batches:
+        if budgets:
+            extra.append(", ".join(f"{b:,}" for b in budgets) + " tokens per step (batch = budget / length)")
+        elif batches:
             extra.append("batch " + ", ".join(map(str, batches)))
         fig.suptitle("Cost vs sequence length" + (f" ({'; '.join(extra)})" if extra else ""))
         entries = _backbone_entries(df["backbone"]) + _size_entries(df["size"], lines=True)
         entries.append(("out of memory", {"color": "0.2", "ls": "none", "marker": "x", "mew": 2}))
-        entries.append(("∝ L, ∝ L² guides", {"color": "0.6", "ls": (0, (1, 2)), "lw": 1.0}))
+        entries.append(("linear / quadratic cost guides", {"color": "0.6", "ls": (0, (1, 2)), "lw": 1.0}))
         fig.legend(handles=_legend_handles(entries), loc="outside lower center", ncols=min(len(entries), 8))
     return save_figure(fig, out_stem)
 
 
 def _growth_guides(ax, df: pd.DataFrame, col: str) -> None:
-    """Faint lines growing linearly and quadratically in L from the smallest measured point."""
+    """Faint lines for a cost linear and quadratic in L, from the smallest measured point. A step's cost is
+    batch x L (linear) or batch x L² (quadratic): with a fixed batch the guides grow as L and L²; with a
+    fixed token budget per step (batch ∝ 1/L) as 1 and L."""
     ok = df[np.isfinite(df[col]) & (df[col] > 0)]
     t0 = ok["tokens"].min()
     y0 = ok.loc[ok["tokens"] == t0, col].median()
-    t = np.geomspace(t0, df["tokens"].max(), 50)
-    for power, label in ((1, "∝ L"), (2, "∝ L²")):
-        y = y0 * (t / t0) ** power
+    if "batch" in df and df["batch"].notna().all():
+        per_length = df.groupby("tokens")["batch"].median().astype(float)
+    else:
+        per_length = pd.Series(1.0, index=sorted(df["tokens"].unique()))
+    per_length = per_length[per_length.index >= t0]
+    t, batch = per_length.index.to_numpy(float), per_length.to_numpy()
+    for power, label in ((1, "linear cost"), (2, "quadratic cost")):
+        y = y0 * (batch / batch[0]) * (t / t0) ** power
         ax.plot(t, y, color="0.6", ls=(0, (1, 2)), lw=1.0, zorder=0)
         ymax = ax.get_ylim()[1]
         visible = y <= ymax
