@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
              "after `dvc pull`: order outputs' modification times by their provenance records (content decides)")
     sp.add_argument("--root", default=".")
 
-    sp = cmd("bench", cmd_bench, "GPU scaling study: train-step time, memory and inference throughput vs length")
+    sp = cmd("bench", cmd_bench, "GPU scaling study: train-step time, memory and inference throughput vs length, "
+             "each step holding the same number of tokens (bench.tokens_per_step) unless bench.batch is set")
     sp.add_argument("--backbones", nargs="+", required=True)
     sp.add_argument("--settings", default=None, help="the config's bench section (JSON or @file)")
     sp.add_argument("--out", required=True, help="JSON records (msmbench figure scaling plots them)")
