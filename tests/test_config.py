@@ -55,3 +55,13 @@ def test_cli_settings_are_validated_too():
         validate_section("probe", {"seeds": 0})
     with pytest.raises(ConfigError, match="not valid JSON"):
         parse_settings("{oops")
+
+
+def test_section_defaults_come_from_local_refs_only():
+    from msmbench.config import _local_ref
+
+    schema = {"$defs": {"a/b": {"default": 1}, "x": {"default": {"k": 2}}}}
+    assert _local_ref(schema, "#/$defs/x") == {"default": {"k": 2}}
+    assert _local_ref(schema, "#/$defs/a~1b") == {"default": 1}  # JSON pointer escapes
+    with pytest.raises(ConfigError, match="only local"):
+        _local_ref(schema, "other.yaml#/x")

@@ -73,7 +73,7 @@ def validate(config: dict, schema: dict | None = None, source: str = "config") -
     schema = schema or load_schema()
     config = copy.deepcopy(config)
     validator_cls = jsonschema.validators.validator_for(schema)
-    validator = _with_defaults(validator_cls)(schema)
+    validator = _with_defaults(validator_cls, schema)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
@@ -99,7 +99,17 @@ def load_config(path: str | Path) -> dict:
     return validate(raw, source=str(path))
 
 
-def _with_defaults(validator_cls):
+def _local_ref(root: dict, ref: str) -> Any:
+    """The part of `root` that a local JSON pointer ("#/$defs/name") names; the schema uses no other refs."""
+    if not ref.startswith("#/"):
+        raise ConfigError(f"schema: only local $refs are supported, got {ref!r}")
+    node: Any = root
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _with_defaults(validator_cls, root: dict):
     """A validator that also fills `default` values of object properties (as snakemake's validate)."""
     validate_properties = validator_cls.VALIDATORS["properties"]
 
@@ -107,7 +117,7 @@ def _with_defaults(validator_cls):
         if isinstance(instance, dict):
             for prop, sub in properties.items():
                 if isinstance(sub, dict) and "$ref" in sub and "default" not in sub:
-                    sub = validator._resolver.lookup(sub["$ref"]).contents  # a section's default lives in $defs
+                    sub = _local_ref(root, sub["$ref"])  # a section's default lives in $defs
                 if isinstance(sub, dict) and "default" in sub and prop not in instance:
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
