@@ -126,7 +126,8 @@ def main(argv=None) -> int:
               ", ".join(f"{k} {v:.1e}" for k, v in record["parity_vs_mamba_ssm_fp32"].items()), flush=True)
     ins = inputs(a.batch, a.length, 2304, 24, torch.bfloat16)
     if has_fused_scan():
-        ms, fwd = time_fwd_bwd(run_mamba_ssm, to_bdl(ins), a.repeats), time_fwd(run_mamba_ssm, to_bdl(ins), a.repeats)
+        ins_bdl = to_bdl(ins)
+        ms, fwd = time_fwd_bwd(run_mamba_ssm, ins_bdl, a.repeats), time_fwd(run_mamba_ssm, ins_bdl, a.repeats)
         record["rows"].append({"kernel": "mamba-ssm selective_scan_fn", "ms": ms, "fwd_ms": fwd})
         print(f"mamba-ssm selective_scan_fn          fwd+bwd {ms:8.2f} ms  fwd {fwd:8.2f} ms", flush=True)
     fwd = time_fwd(run_ours, ins, a.repeats)

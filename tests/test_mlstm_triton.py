@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -104,34 +105,17 @@ def s_wins_share(q, k, v, igate, fgate) -> float:
     return (den.abs() > torch.exp(-m)).double().mean().item()
 
 
-@contextlib.contextmanager
-def forced_tiles(blocks):
-    """Force (BLOCK_M, BLOCK_N) on every kernel, to test tiles of unequal sizes at small head dims."""
+def kernel_settings(spec: dict):
+    """Patch msmbench.ops.mlstm_triton for one case, restored afterwards: "blocks" forces (BLOCK_M, BLOCK_N) on
+    every kernel (unequal tiles at small head dims; a fresh `_chosen` so no cached choice leaks either way),
+    "policy" scales the default chunking (WHOLE_MAX, CHUNK) down so a short sequence runs chunkwise."""
     from msmbench.ops import mlstm_triton as mt
-    if blocks is None:
-        yield
-        return
-    saved, mt._CONFIGS = mt._CONFIGS, {key: [(*blocks, 4, 1)] for key in mt._CONFIGS}
-    mt._chosen.clear()
-    try:
-        yield
-    finally:
-        mt._CONFIGS = saved
-        mt._chosen.clear()
-
-
-@contextlib.contextmanager
-def policy(whole_max_and_chunk):
-    """Scale the default chunking down (WHOLE_MAX, CHUNK) so that a short sequence takes the chunkwise path."""
-    from msmbench.ops import mlstm_triton as mt
-    if whole_max_and_chunk is None:
-        yield
-        return
-    saved, (mt.WHOLE_MAX, mt.CHUNK) = (mt.WHOLE_MAX, mt.CHUNK), whole_max_and_chunk
-    try:
-        yield
-    finally:
-        mt.WHOLE_MAX, mt.CHUNK = saved
+    attrs = {}
+    if spec.get("blocks"):
+        attrs.update(_CONFIGS={key: [(*spec["blocks"], 4, 1)] for key in mt._CONFIGS}, _chosen={})
+    if spec.get("policy"):
+        attrs.update(zip(("WHOLE_MAX", "CHUNK"), spec["policy"]))
+    return mock.patch.multiple(mt, **attrs) if attrs else contextlib.nullcontext()
 
 
 def run_case(name: str, device: str, cases=CASES) -> dict:
@@ -144,7 +128,7 @@ def run_case(name: str, device: str, cases=CASES) -> dict:
     weight = torch.randn(ref[0].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     h_ref = _parallel_form(*ref)
     grads_ref = torch.autograd.grad((h_ref * weight).sum(), ref)
-    with forced_tiles(spec.get("blocks")), policy(spec.get("policy")):
+    with kernel_settings(spec):
         fn = ((lambda *a: mlstm(*a, kernel="triton")) if spec.get("via_dispatch")
               else functools.partial(mlstm_triton, chunk_size=spec.get("chunk")))
         h = fn(*ours)
