@@ -6,7 +6,9 @@ Forward + backward + fused AdamW of the whole SSAST model (patch embedding, enco
 251 tokens (2 s of audio), batch 256, on one GPU. For every backbone, in one run, a straightforward
 implementation in the style of the released code and our fast path:
 
-    transformer  released: explicit softmax attention, fp16 autocast + GradScaler  | ours: SDPA, bf16, compiled
+    transformer  released: explicit softmax attention, fp16 autocast + GradScaler  | ours: SDPA, bf16, compiled;
+                                                                                     bf16 residual stream;
+                                                                                     CUDA graphs
     mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: Triton scan, bf16;
                                                                                      either kernel, compiled
     xlstm        released: the quadratic parallel form (float32 cell)              | ours: Triton mLSTM kernel,
@@ -28,11 +30,16 @@ import torch
 from msmbench.bench import HEADER, format_record, machine_info, matmul_peak_tflops, train_step
 from msmbench.io import write_json
 
-# backbone -> [(label, options, autocast dtype, compile)]: the released code's style first, then ours
+# backbone -> [(label, options, autocast dtype, compile or a torch.compile mode)]: the released code's style
+# first, then ours
 ROWS = {
     "transformer": [("released: explicit attention, fp16", {"attention": "explicit"}, torch.float16, False),
                     ("ours: SDPA, bf16", {}, torch.bfloat16, False),
-                    ("ours: SDPA, bf16, compiled", {}, torch.bfloat16, True)],
+                    ("ours: SDPA, bf16, compiled", {}, torch.bfloat16, True),
+                    ("ours: SDPA, bf16, bf16 residual, compiled", {"residual": "autocast"}, torch.bfloat16, True),
+                    ("ours: SDPA, bf16, compiled, CUDA graphs", {}, torch.bfloat16, "reduce-overhead"),
+                    ("ours: SDPA, bf16, bf16 residual, compiled, CUDA graphs", {"residual": "autocast"},
+                     torch.bfloat16, "reduce-overhead")],
     "mamba": [("released: mamba-ssm kernels", {"kernel": "mamba_ssm"}, torch.bfloat16, False),
               ("ours: Triton scan", {"kernel": "triton"}, torch.bfloat16, False),
               ("ours: mamba-ssm kernels, compiled", {"kernel": "mamba_ssm"}, torch.bfloat16, True),
@@ -57,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--tokens", type=int, default=251)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--only", nargs="*", default=[], metavar="TEXT",
+                   help="keep only the rows whose label contains one of these texts (the released row always runs)")
     p.add_argument("--set", nargs="*", default=[], metavar="BACKBONE.KEY=VALUE",
                    help="extra rows with backbone options, e.g. xlstm.kernel=chunkwise_native")
     p.add_argument("--out", default="benchmarks/out/pretrain_step.json")
@@ -66,7 +75,8 @@ def main(argv=None) -> int:
         return 0
     peak = matmul_peak_tflops()
     print(f"bf16 matmul peak on {torch.cuda.get_device_name()}: {peak:.0f} TFLOP/s")
-    rows = [(b, *row) for b in a.backbones for row in ROWS[b]]
+    rows = [(b, *row) for b in a.backbones for row in ROWS[b]
+            if not a.only or row[0].startswith("released") or any(text in row[0] for text in a.only)]
     for item in a.set:
         key, value = item.split("=", 1)
         backbone, option = key.split(".", 1)

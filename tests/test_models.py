@@ -150,6 +150,39 @@ def test_sdpa_matches_explicit_attention():
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5)
 
 
+def test_autocast_residual_stream():
+    """residual="autocast" carries the stream in the autocast dtype: identical to float32 without autocast,
+    within bf16 rounding of it under autocast, and its blocks' outputs really are bf16."""
+    torch.manual_seed(0)
+    ref = build_backbone("transformer", backbone_config("transformer", "cpu"))
+    low = build_backbone("transformer", backbone_config("transformer", "cpu", residual="autocast"))
+    low.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 251, 64)
+    torch.testing.assert_close(low(x), ref(x), rtol=0, atol=0)
+    seen = []
+    low.blocks[-1].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_ref, y_low = ref(x), low(x)
+    assert seen == [torch.bfloat16]
+    err = (y_low.float() - y_ref.float()).abs().mean() / y_ref.float().abs().mean()
+    assert 0 < err < 0.02  # different rounding, same function
+    with pytest.raises(ValueError, match="residual"):
+        build_backbone("transformer", backbone_config("transformer", "cpu", residual="fp8"))
+
+
+def test_autocast_residual_stream_is_traced_by_torch_compile():
+    """Under torch.compile the autocast check is traced, not frozen: compiled == eager, with and without autocast."""
+    torch.manual_seed(0)
+    model = build_backbone("transformer", backbone_config("transformer", "cpu", depth=2, residual="autocast"))
+    compiled = torch.compile(model, backend="aot_eager")  # dynamo's tracing is what is tested, not codegen
+    x = torch.randn(2, 37, 64)
+    torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_eager, y_compiled = model(x), compiled(x)
+    assert y_compiled.dtype == y_eager.dtype
+    torch.testing.assert_close(y_compiled.float(), y_eager.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_registry_errors():
     assert "transformer" in backbone_names()
     with pytest.raises(KeyError, match="sizes"):

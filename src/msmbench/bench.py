@@ -88,10 +88,11 @@ def _measured(base: dict, measure: Callable[[], dict]) -> dict:
 
 
 def train_step(backbone: str, size: str, batch: int, tokens: int = 251, options: dict | None = None,
-               compile: bool = False, repeats: int = 10, peak_tflops: float | None = None,
+               compile: bool | str = False, repeats: int = 10, peak_tflops: float | None = None,
                amp_dtype: torch.dtype = torch.bfloat16) -> dict:
     """One pretraining step (forward, backward, fused AdamW) under autocast (bf16, or fp16 with a gradient
-    scaler as the released code trains): time, memory, clips/s, MFU. FLOPs are counted on the uncompiled
+    scaler as the released code trains): time, memory, clips/s, MFU. `compile`: True, or a torch.compile
+    mode ("reduce-overhead" replays the step's kernels as CUDA graphs). FLOPs are counted on the uncompiled
     model (compiling does not change them)."""
     frames = frames_for_tokens(tokens)
     base = {"backbone": backbone, "size": size, "tokens": tokens, "seconds_audio": frames / 100, "batch": batch,
@@ -104,10 +105,12 @@ def train_step(backbone: str, size: str, batch: int, tokens: int = 251, options:
         optimizer = make_optimizer(model, 1e-4, 0.05, (0.9, 0.95))
         x = torch.randn(batch, frames, 80, device="cuda")
         flops = step_flops(model, x, amp_dtype)
-        run = torch.compile(model) if compile else model
+        run = torch.compile(model, mode=compile if isinstance(compile, str) else None) if compile else model
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
         def step():
+            if compile == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be reused
             with torch.autocast("cuda", dtype=amp_dtype):
                 loss, _, _ = run(x)
             scaler.scale(loss).backward()

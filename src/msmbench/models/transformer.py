@@ -3,6 +3,11 @@
 Two attention paths with one set of weights: `attention="sdpa"` (PyTorch's fused
 scaled_dot_product_attention: flash / memory-efficient kernels on GPU) and `attention="explicit"`
 (softmax(q k^T / sqrt(d)) v written out, as in the released code: the reference for parity tests).
+
+Two precisions of the residual stream under autocast: `residual="float32"` (the released AMP recipe:
+the stream, its adds and its gradients stay float32) and `residual="autocast"` (the stream is carried in
+the autocast dtype, e.g. bf16, as Megatron-LM does by default: half the memory traffic of the step's
+bandwidth-bound part, at the cost of bf16 rounding in the adds). Without autocast both are float32.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -26,6 +32,7 @@ class TransformerConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     attention: str = "sdpa"  # "sdpa" (fused) | "explicit" (reference)
+    residual: str = "float32"  # "float32" (released AMP recipe) | "autocast" (stream in the autocast dtype)
 
 
 class Attention(nn.Module):
@@ -88,6 +95,8 @@ TRANSFORMER_SIZES = {
 class TransformerEncoder(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
+        if cfg.residual not in ("float32", "autocast"):
+            raise ValueError(f"residual must be 'float32' or 'autocast', got {cfg.residual!r}")
         self.cfg = cfg
         self.dim = cfg.dim
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -107,6 +116,8 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, L, D] -> [B, L, D]."""
+        if self.cfg.residual == "autocast" and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
