@@ -8,7 +8,7 @@ implementation in the style of the released code and our fast path:
 
     transformer  released: explicit softmax attention, fp16 autocast + GradScaler  | ours: SDPA, bf16, compiled;
                                                                                      bf16 residual stream;
-                                                                                     Triton MLP; CUDA graphs
+                                                                                     CUDA graphs
     mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: Triton scan, bf16;
                                                                                      either kernel, compiled
     xlstm        released: the quadratic parallel form (float32 cell)              | ours: Triton mLSTM kernel,
@@ -39,12 +39,7 @@ ROWS = {
                     ("ours: SDPA, bf16, bf16 residual, compiled", {"residual": "autocast"}, torch.bfloat16, True),
                     ("ours: SDPA, bf16, compiled, CUDA graphs", {}, torch.bfloat16, "reduce-overhead"),
                     ("ours: SDPA, bf16, bf16 residual, compiled, CUDA graphs", {"residual": "autocast"},
-                     torch.bfloat16, "reduce-overhead"),
-                    ("ours: SDPA, bf16, Triton MLP, compiled", {"mlp": "triton"}, torch.bfloat16, True),
-                    ("ours: SDPA, bf16, bf16 residual, Triton MLP, compiled", {"residual": "autocast", "mlp": "triton"},
-                     torch.bfloat16, True),
-                    ("ours: SDPA, bf16, bf16 residual, Triton MLP, compiled, CUDA graphs",
-                     {"residual": "autocast", "mlp": "triton"}, torch.bfloat16, "reduce-overhead")],
+                     torch.bfloat16, "reduce-overhead")],
     "mamba": [("released: mamba-ssm kernels", {"kernel": "mamba_ssm"}, torch.bfloat16, False),
               ("ours: Triton scan", {"kernel": "triton"}, torch.bfloat16, False),
               ("ours: mamba-ssm kernels, compiled", {"kernel": "mamba_ssm"}, torch.bfloat16, True),

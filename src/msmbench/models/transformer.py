@@ -8,10 +8,6 @@ Two precisions of the residual stream under autocast: `residual="float32"` (the 
 the stream, its adds and its gradients stay float32) and `residual="autocast"` (the stream is carried in
 the autocast dtype, e.g. bf16, as Megatron-LM does by default: half the memory traffic of the step's
 bandwidth-bound part, at the cost of bf16 rounding in the adds). Without autocast both are float32.
-
-Two MLP paths with one set of weights: `mlp="torch"` (the reference) and `mlp="triton"` (CUDA;
-msmbench.ops.mlp_triton: the bias + GELU and its derivative run in Triton GEMM epilogues, so the [tokens,
-4 x dim] hidden activations are not re-read by elementwise kernels).
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ class TransformerConfig:
     qkv_bias: bool = True
     attention: str = "sdpa"  # "sdpa" (fused) | "explicit" (reference)
     residual: str = "float32"  # "float32" (released AMP recipe) | "autocast" (stream in the autocast dtype)
-    mlp: str = "torch"  # "torch" (nn.Linear, GELU, nn.Linear) | "triton" (GELU fused into Triton GEMMs; CUDA)
 
 
 class Attention(nn.Module):
@@ -64,24 +59,13 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, kernel: str = "torch"):
+    def __init__(self, dim: int, hidden: int):
         super().__init__()
-        if kernel not in ("torch", "triton"):
-            raise ValueError(f"mlp must be 'torch' or 'triton', got {kernel!r}")
-        self.kernel = kernel
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.kernel == "torch":
-            return self.fc2(F.gelu(self.fc1(x)))
-        from msmbench.ops.mlp_triton import gelu_mlp_triton  # imported on first use: Triton is optional
-
-        # the dtype autocast (if on) gives fc1, read off an empty F.linear: no kernel runs, and torch.compile
-        # traces it like any autocast op
-        dtype = F.linear(x[..., :0, :], self.fc1.weight).dtype
-        params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
-        return gelu_mlp_triton(x.to(dtype), *(p.to(dtype) for p in params))
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -90,7 +74,7 @@ class Block(nn.Module):
         self.norm1 = LayerNorm(cfg.dim)
         self.attn = Attention(cfg)
         self.norm2 = LayerNorm(cfg.dim)
-        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), cfg.mlp)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
