@@ -163,6 +163,28 @@ def test_two_processes_match_one(features, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-5)
 
 
+def test_compiled_two_processes_match_one_eager(features, tmp_path):
+    """config/paper.yaml's setting on several devices: torch.compile around DistributedDataParallel (torchrun,
+    gloo on CPU) follows the single-process eager run's losses up to float32 rounding."""
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    import json
+
+    import pandas as pd
+
+    spec = model_spec("transformer", "cpu")
+    pretrain(features, tmp_path / "eager", spec, TRAIN, seed=1, progress=False)
+    args = ["pretrain", "--features", str(features), "--model", json.dumps({"backbone": "transformer", "size": "cpu"}),
+            "--train", json.dumps({**TRAIN, "compile": True}), "--seed", "1", "--threads", "1", "--quiet",
+            "--device", "cpu", "--out", str(tmp_path / "compiled_two")]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "msmbench.cli", *args], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("eager", "compiled_two"))
+    assert list(a["step"]) == list(b["step"])
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
+
+
 def test_compiled_pretraining_matches_eager(features, tmp_path):
     """`pretrain.compile: true` (config/paper.yaml) trains the same model: checkpoints hold the plain module's
     weights (no compiled-wrapper prefix) and follow the eager run up to float32 rounding of fused kernels."""
