@@ -135,6 +135,19 @@ def test_non_finite_loss_stops_with_the_step(features, tmp_path):
         pretrain(features, tmp_path, spec, {**TRAIN, "base_lr": float("inf")}, seed=0, progress=False)
 
 
+def run_cli_pretrain(features, out, train: dict, processes: int) -> None:
+    """`msmbench pretrain` of the cpu Transformer (seed 1, one thread a process) in one process, or several
+    through torchrun (gloo)."""
+    import json
+
+    args = ["pretrain", "--features", str(features), "--model", json.dumps({"backbone": "transformer", "size": "cpu"}),
+            "--train", json.dumps(train), "--seed", "1", "--threads", "1", "--quiet", "--device", "cpu", "--out", str(out)]
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
+    proc = subprocess.run([sys.executable, *launcher, "-m", "msmbench.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_two_processes_match_one(features, tmp_path):
     """DistributedDataParallel (torchrun, gloo on CPU): same global batch, same crops and masks, so the
     loss curve and the final weights equal the single-process run's up to float32 reduction order."""
@@ -142,17 +155,8 @@ def test_two_processes_match_one(features, tmp_path):
 
     import pandas as pd
 
-    train = json.dumps({**TRAIN, "epochs": 2})
-    model = json.dumps({"backbone": "transformer", "size": "cpu"})
-    args = ["pretrain", "--features", str(features), "--model", model, "--train", train, "--seed", "1",
-            "--threads", "1", "--quiet", "--device", "cpu"]
-    one = subprocess.run([sys.executable, "-m", "msmbench.cli", *args, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                          "-m", "msmbench.cli", *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    run_cli_pretrain(features, tmp_path / "one", {**TRAIN, "epochs": 2}, processes=1)
+    run_cli_pretrain(features, tmp_path / "two", {**TRAIN, "epochs": 2}, processes=2)
     assert json.loads((tmp_path / "two" / "model.json").read_text())["training"]["world_size"] == 2
     a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("one", "two"))
     assert list(a["step"]) == list(b["step"])
@@ -168,18 +172,10 @@ def test_compiled_two_processes_match_one_eager(features, tmp_path):
     gloo on CPU) follows the single-process eager run's losses up to float32 rounding."""
     if not (shutil.which("c++") or shutil.which("g++")):
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    import json
-
     import pandas as pd
 
-    spec = model_spec("transformer", "cpu")
-    pretrain(features, tmp_path / "eager", spec, TRAIN, seed=1, progress=False)
-    args = ["pretrain", "--features", str(features), "--model", json.dumps({"backbone": "transformer", "size": "cpu"}),
-            "--train", json.dumps({**TRAIN, "compile": True}), "--seed", "1", "--threads", "1", "--quiet",
-            "--device", "cpu", "--out", str(tmp_path / "compiled_two")]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                          "-m", "msmbench.cli", *args], capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    pretrain(features, tmp_path / "eager", model_spec("transformer", "cpu"), TRAIN, seed=1, progress=False)
+    run_cli_pretrain(features, tmp_path / "compiled_two", {**TRAIN, "compile": True}, processes=2)
     a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("eager", "compiled_two"))
     assert list(a["step"]) == list(b["step"])
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
