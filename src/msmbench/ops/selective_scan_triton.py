@@ -174,6 +174,27 @@ if HAS_TRITON:
         return A, bias, Dsk
 
     @triton.jit
+    def _program_block(A_ptr, bias_ptr, D_ptr, hs_ptr, Dm, N, n_saves, BD: tl.constexpr, NP: tl.constexpr,
+                       HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+        """This program's share, the same in both passes: batch row b, channel block pid_d (channels d) and
+        states n with their masks; the channels' parameters (A also in base 2, for exp2); and the pointers to
+        its saved states in hs ([B, n_saves, N, Dm]), which the forward writes and the backward reads."""
+        pid_d = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+        d = pid_d * BD + tl.arange(0, BD)
+        n = tl.arange(0, NP)
+        mask_d = d < Dm
+        mask_nd = (n < N)[:, None] & mask_d[None, :]
+        A, bias, Dsk = _channel_params(A_ptr, bias_ptr, D_ptr, d, n, N, mask_d, mask_nd, BD, HAS_BIAS, HAS_D)
+        hs_ptrs = hs_ptr + b * n_saves * N * Dm + n[:, None] * Dm + d[None, :]
+        return pid_d, b, d, n, mask_d, mask_nd, A, A * 1.4426950408889634, bias, Dsk, hs_ptrs
+
+    @triton.jit
+    def _batch_inputs(b, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, s_ub, s_db, s_Bb, s_Cb, s_zb):
+        # the inputs' pointers moved to batch row b
+        return u_ptr + b * s_ub, delta_ptr + b * s_db, B_ptr + b * s_Bb, C_ptr + b * s_Cb, z_ptr + b * s_zb
+
+    @triton.jit
     def _load_steps(u_ptr, delta_ptr, B_ptr, s_ul, s_dl, s_Bl, t, d, n, L, N, mask_d, bias, SOFTPLUS: tl.constexpr):
         """The masks of steps t ([T, BD] and [T, NP]) and the inputs every pass needs: u, dt, delta + bias, B."""
         m_td = (t < L)[:, None] & mask_d[None, :]
@@ -198,22 +219,12 @@ if HAS_TRITON:
                     s_ub, s_ul, s_db, s_dl, s_Bb, s_Bl, s_Cb, s_Cl, s_zb, s_zl, s_ob, s_ol,
                     T: tl.constexpr, K: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-        pid_d = tl.program_id(0)
-        b = tl.program_id(1).to(tl.int64)
-        d = pid_d * BD + tl.arange(0, BD)
-        n = tl.arange(0, NP)
-        rows = tl.arange(0, T)
-        mask_d = d < Dm
-        mask_nd = (n < N)[:, None] & mask_d[None, :]
-        A, bias, Dsk = _channel_params(A_ptr, bias_ptr, D_ptr, d, n, N, mask_d, mask_nd, BD, HAS_BIAS, HAS_D)
-        A2 = A * 1.4426950408889634
-        u_ptr += b * s_ub
-        delta_ptr += b * s_db
-        B_ptr += b * s_Bb
-        C_ptr += b * s_Cb
-        z_ptr += b * s_zb
+        _pid_d, b, d, n, mask_d, mask_nd, _A, A2, bias, Dsk, hs_ptrs = _program_block(
+            A_ptr, bias_ptr, D_ptr, hs_ptr, Dm, N, n_saves, BD, NP, HAS_BIAS, HAS_D)
+        u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr = _batch_inputs(b, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
+                                                             s_ub, s_db, s_Bb, s_Cb, s_zb)
         out_ptr += b * s_ob
-        hs_ptrs = hs_ptr + b * n_saves * N * Dm + n[:, None] * Dm + d[None, :]
+        rows = tl.arange(0, T)
         h = tl.zeros([NP, BD], tl.float32)
         for c in range(n_chunks):
             if c % K == 0:  # the state entering step c*T, for the backward
@@ -236,23 +247,14 @@ if HAS_TRITON:
                     s_ub, s_ul, s_db, s_dl, s_Bb, s_Bl, s_Cb, s_Cl, s_zb, s_zl, s_gb, s_gl,
                     T: tl.constexpr, K: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-        pid_d = tl.program_id(0)
-        b = tl.program_id(1).to(tl.int64)
-        d = pid_d * BD + tl.arange(0, BD)
-        n = tl.arange(0, NP)
+        pid_d, b, d, n, mask_d, mask_nd, A, A2, bias, Dsk, hs_ptrs = _program_block(
+            A_ptr, bias_ptr, D_ptr, hs_ptr, Dm, N, n_saves, BD, NP, HAS_BIAS, HAS_D)
+        u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr = _batch_inputs(b, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
+                                                             s_ub, s_db, s_Bb, s_Cb, s_zb)
+        dout_ptr += b * s_gb
         rows = tl.arange(0, T)
         rrows = T - 1 - rows               # reversed time order within a chunk
         kidx = tl.arange(0, K)
-        mask_d = d < Dm
-        mask_nd = (n < N)[:, None] & mask_d[None, :]
-        A, bias, Dsk = _channel_params(A_ptr, bias_ptr, D_ptr, d, n, N, mask_d, mask_nd, BD, HAS_BIAS, HAS_D)
-        A2 = A * 1.4426950408889634
-        u_ptr += b * s_ub
-        delta_ptr += b * s_db
-        B_ptr += b * s_Bb
-        C_ptr += b * s_Cb
-        z_ptr += b * s_zb
-        dout_ptr += b * s_gb
         row_off = b * L * Dm               # du, d(delta), dz: contiguous (B, L, D)
         du_ptr += row_off
         ddelta_ptr += row_off
@@ -260,7 +262,6 @@ if HAS_TRITON:
         part_off = (pid_d * n_batch + b) * L * N   # dB, dC partials: (n_blocks, B, L, N)
         dB_ptr += part_off
         dC_ptr += part_off
-        hs_ptrs = hs_ptr + b * n_saves * N * Dm + n[:, None] * Dm + d[None, :]
         ones = tl.full([T, NP, BD], 1.0, tl.float32)
         zeros = tl.zeros([T, NP, BD], tl.float32)
         dA_acc = tl.zeros([NP, BD], tl.float32)
