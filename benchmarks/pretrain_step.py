@@ -6,9 +6,10 @@ Forward + backward + fused AdamW of the whole SSAST model (patch embedding, enco
 251 tokens (2 s of audio), batch 256, on one GPU. For every backbone, in one run, a straightforward
 implementation in the style of the released code and our fast path:
 
-    transformer  released: explicit softmax attention, fp16 autocast + GradScaler  | ours: SDPA, bf16, compiled;
-                                                                                     bf16 residual stream;
-                                                                                     CUDA graphs
+    transformer  released: explicit softmax attention, fp16 autocast + GradScaler, | ours: SDPA, bf16, compiled;
+                           autograd's packed q, k, v gradient                        bf16 residual stream;
+                                                                                     CUDA graphs; q, k, v
+                                                                                     gradients not packed
     mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: Triton scan, bf16;
                                                                                      either kernel, compiled
     xlstm        released: the quadratic parallel form (float32 cell)              | ours: Triton mLSTM kernel,
@@ -33,13 +34,16 @@ from msmbench.io import write_json
 # backbone -> [(label, options, autocast dtype, compile or a torch.compile mode)]: the released code's style
 # first, then ours
 ROWS = {
-    "transformer": [("released: explicit attention, fp16", {"attention": "explicit"}, torch.float16, False),
+    "transformer": [("released: explicit attention, fp16", {"attention": "explicit", "qkv_grad": "packed"},
+                     torch.float16, False),
                     ("ours: SDPA, bf16", {}, torch.bfloat16, False),
                     ("ours: SDPA, bf16, compiled", {}, torch.bfloat16, True),
                     ("ours: SDPA, bf16, bf16 residual, compiled", {"residual": "autocast"}, torch.bfloat16, True),
                     ("ours: SDPA, bf16, compiled, CUDA graphs", {}, torch.bfloat16, "reduce-overhead"),
                     ("ours: SDPA, bf16, bf16 residual, compiled, CUDA graphs", {"residual": "autocast"},
-                     torch.bfloat16, "reduce-overhead")],
+                     torch.bfloat16, "reduce-overhead"),
+                    ("ours: SDPA, bf16, bf16 residual, packed qkv gradient, compiled, CUDA graphs",
+                     {"residual": "autocast", "qkv_grad": "packed"}, torch.bfloat16, "reduce-overhead")],
     "mamba": [("released: mamba-ssm kernels", {"kernel": "mamba_ssm"}, torch.bfloat16, False),
               ("ours: Triton scan", {"kernel": "triton"}, torch.bfloat16, False),
               ("ours: mamba-ssm kernels, compiled", {"kernel": "mamba_ssm"}, torch.bfloat16, True),

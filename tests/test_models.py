@@ -150,6 +150,24 @@ def test_sdpa_matches_explicit_attention():
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5)
 
 
+def test_split_qkv_gradient_matches_packed():
+    """qkv_grad="split" (linear_chunks' backward) and "packed" (autograd through nn.Linear) are one model:
+    same outputs, same gradients for every parameter."""
+    torch.manual_seed(0)
+    fast = build_backbone("transformer", backbone_config("transformer", "cpu"))
+    ref = build_backbone("transformer", backbone_config("transformer", "cpu", qkv_grad="packed"))
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 37, 64)
+    y_fast, y_ref = fast(x), ref(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-6)
+    y_fast.square().sum().backward()
+    y_ref.square().sum().backward()
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="qkv_grad"):
+        build_backbone("transformer", backbone_config("transformer", "cpu", qkv_grad="fused"))
+
+
 def test_autocast_residual_stream():
     """residual="autocast" carries the stream in the autocast dtype: identical to float32 without autocast,
     within bf16 rounding of it under autocast, and its blocks' outputs really are bf16."""

@@ -4,6 +4,10 @@ Two attention paths with one set of weights: `attention="sdpa"` (PyTorch's fused
 scaled_dot_product_attention: flash / memory-efficient kernels on GPU) and `attention="explicit"`
 (softmax(q k^T / sqrt(d)) v written out, as in the released code: the reference for parity tests).
 
+Two backward passes of the q, k, v projection with one set of weights: `qkv_grad="split"` (`linear_chunks`:
+attention's three gradients go straight into their GEMMs) and `qkv_grad="packed"` (nn.Linear, what autograd
+derives: the gradients are stacked into one [B, L, 3D] tensor first).
+
 Two precisions of the residual stream under autocast: `residual="float32"` (the released AMP recipe:
 the stream, its adds and its gradients stay float32) and `residual="autocast"` (the stream is carried in
 the autocast dtype, e.g. bf16, as Megatron-LM does by default: half the memory traffic of the step's
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msmbench.models.linear import linear_chunks
 from msmbench.models.registry import register_backbone
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the released code's norm
@@ -33,6 +38,7 @@ class TransformerConfig:
     qkv_bias: bool = True
     attention: str = "sdpa"  # "sdpa" (fused) | "explicit" (reference)
     residual: str = "float32"  # "float32" (released AMP recipe) | "autocast" (stream in the autocast dtype)
+    qkv_grad: str = "split"  # "split" (linear_chunks) | "packed" (autograd through nn.Linear)
 
 
 class Attention(nn.Module):
@@ -42,14 +48,21 @@ class Attention(nn.Module):
             raise ValueError(f"dim {cfg.dim} is not divisible by heads {cfg.heads}")
         if cfg.attention not in ("sdpa", "explicit"):
             raise ValueError(f"attention must be 'sdpa' or 'explicit', got {cfg.attention!r}")
+        if cfg.qkv_grad not in ("split", "packed"):
+            raise ValueError(f"qkv_grad must be 'split' or 'packed', got {cfg.qkv_grad!r}")
         self.heads = cfg.heads
         self.use_sdpa = cfg.attention == "sdpa"
+        self.split_grad = cfg.qkv_grad == "split"
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
     def forward(self, x: Tensor) -> Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, d]
+        if self.split_grad:
+            q, k, v = (t.view(B, L, self.heads, -1).transpose(1, 2)
+                       for t in linear_chunks(x, self.qkv.weight, self.qkv.bias, chunks=3))  # 3 x [B, H, L, d]
+        else:
+            q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if self.use_sdpa:
             y = F.scaled_dot_product_attention(q, k, v)
         else:

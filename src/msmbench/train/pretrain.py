@@ -54,14 +54,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _distributed() -> tuple[int, int, int]:
+def _distributed() -> tuple[int, int, int, bool]:
+    """rank, local rank, world size (torchrun's variables), and whether this call created the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, local, world
+    created = world > 1 and not torch.distributed.is_initialized()
+    if created:
+        if torch.cuda.is_available():  # bound to this process's GPU, so collectives never guess the device
+            torch.distributed.init_process_group("nccl", device_id=torch.device(f"cuda:{local}"))
+        else:
+            torch.distributed.init_process_group("gloo")
+    return rank, local, world, created
 
 
 def pick_device(device: str | None, local_rank: int = 0) -> torch.device:
@@ -97,7 +101,7 @@ def _save_state(path: Path, model, optimizer, step: int, rows: list[dict], finge
 def pretrain(features: str | Path, out_dir: str | Path, spec: dict, cfg: dict, seed: int = 0,
              device: str | None = None, threads: int | None = None, progress: bool = True) -> dict:
     """Train the model of `spec` on the shards in `features`; returns a summary dict (see module doc)."""
-    rank, local_rank, world = _distributed()
+    rank, local_rank, world, created_group = _distributed()
     dev = pick_device(device, local_rank)
     configure_cpu(threads)
     out_dir = Path(out_dir)
@@ -197,6 +201,8 @@ def pretrain(features: str | Path, out_dir: str | Path, spec: dict, cfg: dict, s
         save_checkpoint(out_dir, model, spec, {"training": summary})
     if world > 1:
         torch.distributed.barrier()
+    if created_group:
+        torch.distributed.destroy_process_group()
     return summary
 
 
