@@ -78,7 +78,7 @@ def test_gpu_split_qkv_gradient_matches_packed_under_bf16():
         model.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             y = run(x)
-        y.float().square().mean().backward()
+        (y.float() * cotangent).sum().backward()  # not a norm of the LayerNormed output: that is ~constant
         return {n: p.grad.float() for n, p in model.named_parameters()}
 
     torch.manual_seed(0)
@@ -86,10 +86,9 @@ def test_gpu_split_qkv_gradient_matches_packed_under_bf16():
     split = build_backbone("transformer", backbone_config("transformer", "small", **options)).cuda()
     packed = build_backbone("transformer", backbone_config("transformer", "small", qkv_grad="packed", **options)).cuda()
     packed.load_state_dict(split.state_dict())
-    x = torch.randn(8, 251, 384, device="cuda")
+    x, cotangent = torch.randn(2, 8, 251, 384, device="cuda")
     ref = grads(packed, packed, x)
     for run in (split, torch.compile(split)):
         got = grads(run, split, x)
-        for name, r in ref.items():
-            err = (got[name] - r).norm() / r.norm()
-            assert err < 2e-2, (name, err.item())
+        errors = {name: ((got[name] - r).norm() / r.norm()).item() for name, r in ref.items()}
+        assert max(errors.values()) < 2e-2, errors  # bf16 rounding: 0.4% eager, 0.8% compiled on an H100
