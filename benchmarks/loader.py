@@ -10,15 +10,14 @@ consumption (BENCHMARKS.md: e.g. 2,079 clips/s for Transformer-Base on an H100).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from msmbench.bench import machine_info
+from msmbench.bench import command_line, machine_info
 from msmbench.data.features import LogMelShards
+from msmbench.io import write_json
 from msmbench.train.data import CropSchedule, StepDataset
 
 
@@ -51,9 +50,7 @@ def main(argv=None) -> int:
         rate = measure(a.features, a.batch, w, a.steps)
         rows.append({"workers": w, "batch": a.batch, "clips_per_s": rate})
         print(f"{w:>8}{rate:>12.0f}", flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"benchmark": "loader", "command": " ".join(sys.argv), "machine": machine_info(),
-                                       "records": rows}, indent=2))
+    write_json(a.out, {"benchmark": "loader", "command": command_line(), "machine": machine_info(), "records": rows})
     return 0
 
 

@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from msmbench.bench import cuda_time_ms, machine_info
+from msmbench.bench import command_line, cuda_time_ms, machine_info
 from msmbench.io import write_json
 from msmbench.ops.selective_scan import has_fused_scan, mamba_kernels
 from msmbench.ops.selective_scan_triton import DEFAULT_CONFIG, selective_scan_triton
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("mamba_scan: skipped: needs CUDA")
         return 0
-    record = {"benchmark": "mamba_scan", "command": " ".join(sys.argv), "machine": machine_info(),
+    record = {"benchmark": "mamba_scan", "command": command_line(), "machine": machine_info(),
               "shape": {"batch": a.batch, "length": a.length, "d_inner": 2304, "d_state": 24}, "rows": []}
     if has_fused_scan():
         record["parity_vs_mamba_ssm_fp32"] = parity()

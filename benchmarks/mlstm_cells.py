@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-from msmbench.bench import cuda_time_ms, machine_info
+from msmbench.bench import command_line, cuda_time_ms, machine_info
 from msmbench.io import write_json
 from msmbench.ops.mlstm import _parallel_form, mlstm_parallel
 from msmbench.ops.mlstm_triton import CHUNK, WHOLE_MAX, mlstm_triton
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("mlstm_cells: skipped: needs CUDA")
         return 0
-    record = {"benchmark": "mlstm_cells", "command": " ".join(sys.argv), "machine": machine_info(),
+    record = {"benchmark": "mlstm_cells", "command": command_line(), "machine": machine_info(),
               "parity": [parity(torch.float32), parity(torch.bfloat16),
                          parity(torch.float32, batch=1, seq=WHOLE_MAX + CHUNK + 100),
                          parity(torch.bfloat16, batch=1, seq=WHOLE_MAX + CHUNK + 100)], "rows": []}

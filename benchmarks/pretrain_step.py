@@ -28,7 +28,7 @@ import json
 import sys
 import torch
 
-from msmbench.bench import HEADER, format_record, machine_info, matmul_peak_tflops, train_step
+from msmbench.bench import HEADER, command_line, format_record, machine_info, matmul_peak_tflops, train_step
 from msmbench.io import write_json
 
 # backbone -> [(label, options, autocast dtype, compile or a torch.compile mode)]: the released code's style
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         records.append(rec)
         speedup = f"{rec['speedup_vs_released']:>11.2f}x" if "speedup_vs_released" in rec else f"{'':>12}"
         print(format_record(rec) + speedup + f"  {label}", flush=True)
-        write_json(a.out, {"benchmark": "pretrain_step", "command": " ".join(sys.argv), "machine": machine_info(),
+        write_json(a.out, {"benchmark": "pretrain_step", "command": command_line(), "machine": machine_info(),
                            "matmul_peak_tflops": peak, "records": records})  # after every row: a cut run keeps them
     return 0
 

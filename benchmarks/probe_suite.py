@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from msmbench.bench import command_line
 from msmbench.data.hear import hear_folds
 from msmbench.io import write_json
 from msmbench.probe.protocol import protocol
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-one-by-one", action="store_true", help="time only the batched stage")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    record = {"benchmark": "probe_suite", "command": " ".join(sys.argv), "args": vars(a), "torch": torch.__version__,
+    record = {"benchmark": "probe_suite", "command": command_line(), "args": vars(a), "torch": torch.__version__,
               "host": platform.node(), "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda")
               else platform.processor() or "cpu", "tasks": {}}
     print(f"{'task':<20}{'members':>8}{'batched s':>11}{'one by one s':>14}{'speedup':>9}")

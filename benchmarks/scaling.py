@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from msmbench.bench import HEADER, PAPER_TOKENS_PER_STEP, machine_info, scaling_study
+from msmbench.bench import HEADER, PAPER_TOKENS_PER_STEP, command_line, machine_info, scaling_study
 from msmbench.io import write_json
 
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         print("scaling: skipped: needs CUDA")
         return 0
     print(HEADER)
-    records, extra = [], {"machine": machine_info(), "command": " ".join(sys.argv)}
+    records, extra = [], {"machine": machine_info(), "command": command_line()}
     for backbone in a.backbones:
         for n in a.tokens:  # one point at a time, written as it comes: a run cut short keeps what it measured
             point = scaling_study([backbone], a.size, [n], a.batch, a.tokens_per_step, repeats=a.repeats,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import platform
+import shlex
 import statistics
+import sys
 from typing import Callable
 
 import torch
@@ -27,6 +29,11 @@ def machine_info() -> dict:
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_count"] = torch.cuda.device_count()
     return info
+
+
+def command_line() -> str:
+    """The command that is running, quoted so that it can be pasted back into a shell (a record's "command")."""
+    return shlex.join(sys.argv)
 
 
 def cuda_time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> float:
