@@ -54,8 +54,8 @@ def cuda_time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -
 
 def matmul_peak_tflops(n: int = 8192, dtype: torch.dtype = torch.bfloat16, trials: int = 5) -> float:
     """Dense matmul rate on random data (the MFU denominator), TFLOP/s: the best of `trials` timings, since
-    one timing on an H100 has ranged from 740 to 791 TFLOP/s (clocks, power) and a low denominator
-    would flatter MFU."""
+    one timing on an H100 has ranged from 592 (under sustained load) to 791 TFLOP/s (clocks, power;
+    BENCHMARKS.md) and a low denominator would flatter MFU."""
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
     ms = min(cuda_time_ms(lambda: a @ b, warmup=5, repeats=20) for _ in range(trials))
