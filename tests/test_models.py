@@ -150,12 +150,13 @@ def test_sdpa_matches_explicit_attention():
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5)
 
 
-def test_split_qkv_gradient_matches_packed():
-    """qkv_grad="split" (linear_chunks' backward) and "packed" (autograd through nn.Linear) are one model:
-    same outputs, same gradients for every parameter."""
+@pytest.mark.parametrize("option, autograd_value", [("qkv_grad", "packed"), ("mlp_grad", "autograd")])
+def test_hand_written_gradients_match_autograd(option, autograd_value):
+    """qkv_grad="split" (linear_chunks' backward) and "packed" (autograd through nn.Linear), mlp_grad="fused"
+    (linear_gelu's backward) and "autograd" are one model: same outputs, same gradients for every parameter."""
     torch.manual_seed(0)
     fast = build_backbone("transformer", backbone_config("transformer", "cpu"))
-    ref = build_backbone("transformer", backbone_config("transformer", "cpu", qkv_grad="packed"))
+    ref = build_backbone("transformer", backbone_config("transformer", "cpu", **{option: autograd_value}))
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(2, 37, 64)
     y_fast, y_ref = fast(x), ref(x)
@@ -164,8 +165,8 @@ def test_split_qkv_gradient_matches_packed():
     y_ref.square().sum().backward()
     for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
-    with pytest.raises(ValueError, match="qkv_grad"):
-        build_backbone("transformer", backbone_config("transformer", "cpu", qkv_grad="fused"))
+    with pytest.raises(ValueError, match=option):
+        build_backbone("transformer", backbone_config("transformer", "cpu", **{option: "both"}))
 
 
 def test_autocast_residual_stream():

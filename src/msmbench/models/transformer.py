@@ -8,6 +8,10 @@ Two backward passes of the q, k, v projection with one set of weights: `qkv_grad
 attention's three gradients go straight into their GEMMs) and `qkv_grad="packed"` (nn.Linear, what autograd
 derives: the gradients are stacked into one [B, L, 3D] tensor first).
 
+Two backward passes of the MLP's fc1 + GELU with one set of weights: `mlp_grad="fused"` (`linear_gelu`: GELU's
+gradient and fc1's bias gradient in one pass over memory) and `mlp_grad="autograd"` (a second pass for the
+bias gradient).
+
 Two precisions of the residual stream under autocast: `residual="float32"` (the released AMP recipe:
 the stream, its adds and its gradients stay float32) and `residual="autocast"` (the stream is carried in
 the autocast dtype, e.g. bf16, as Megatron-LM does by default: half the memory traffic of the step's
@@ -23,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msmbench.models.linear import linear_chunks
+from msmbench.models.linear import linear_chunks, linear_gelu
 from msmbench.models.registry import register_backbone
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the released code's norm
@@ -39,6 +43,7 @@ class TransformerConfig:
     attention: str = "sdpa"  # "sdpa" (fused) | "explicit" (reference)
     residual: str = "float32"  # "float32" (released AMP recipe) | "autocast" (stream in the autocast dtype)
     qkv_grad: str = "split"  # "split" (linear_chunks) | "packed" (autograd through nn.Linear)
+    mlp_grad: str = "fused"  # "fused" (linear_gelu) | "autograd" (through nn.Linear and F.gelu)
 
 
 class Attention(nn.Module):
@@ -72,12 +77,17 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, grad: str = "fused"):
         super().__init__()
+        if grad not in ("fused", "autograd"):
+            raise ValueError(f"mlp_grad must be 'fused' or 'autograd', got {grad!r}")
+        self.fused_grad = grad == "fused"
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused_grad:
+            return self.fc2(linear_gelu(x, self.fc1.weight, self.fc1.bias))
         return self.fc2(F.gelu(self.fc1(x)))
 
 
@@ -87,7 +97,7 @@ class Block(nn.Module):
         self.norm1 = LayerNorm(cfg.dim)
         self.attn = Attention(cfg)
         self.norm2 = LayerNorm(cfg.dim)
-        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), cfg.mlp_grad)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
