@@ -4,8 +4,11 @@
 the gradients of q, k and v as three tensors; autograd through the packed projection first stacks them into
 one [tokens, 3 x width] tensor (a bandwidth-bound copy, ~0.2 ms per Base layer on an H100) for the packed
 weight's GEMMs. Here each gradient goes straight into its own GEMMs: the input gradient sums grad_i @ W_i
-into one buffer (`matmul_sum`), the weight gradient is one GEMM per chunk. Under autocast the matmuls run in
-the autocast dtype, as nn.Linear's would, and the cast input is what is saved.
+into one buffer (`matmul_sum`), the weight gradient is one GEMM per chunk. The forward is one GEMM per chunk
+too, so each output is a dense tensor: cuDNN's attention backward returns dq in q's layout only when q is
+dense, and for a [B, L, D] slice of a packed [B, L, 3D] output it returns [B, H, L, d], which must be copied
+back to [B, L, D] (seen on an H100). Under autocast the matmuls run in the autocast dtype, as nn.Linear's
+would, and the cast input is what is saved.
 
 `linear_gelu(x, weight, bias)` is `F.gelu(F.linear(x, weight, bias))` (exact erf GELU). Autograd's backward
 writes GELU's gradient and then reads it all again for the bias gradient (~0.14 ms per Base layer on an
@@ -55,7 +58,8 @@ class LinearChunks(torch.autograd.Function):
         x, weight = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return F.linear(x, weight, None if bias is None else bias.to(dtype)).chunk(chunks, dim=-1)
+        biases = [None] * chunks if bias is None else bias.to(dtype).chunk(chunks)
+        return tuple(F.linear(x, w, b) for w, b in zip(weight.chunk(chunks), biases))  # dense: see the docstring
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
