@@ -32,7 +32,7 @@ import json
 import sys
 import torch
 
-from msmbench.bench import HEADER, command_line, format_record, machine_info, matmul_peak_tflops, train_step
+from msmbench.bench import HEADER, command_line, format_record, machine_info, matmul_peak_tflops, mfu, train_step
 from msmbench.io import write_json
 
 # backbone -> [(label, options, autocast dtype, compile or a torch.compile mode)]: the released code's style
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     print(HEADER + f"{'x released':>12}  path")
     for rec in records:
         if rec["status"] == "ok":
-            rec["mfu"] = rec["flops_per_step"] / (rec["train_step_ms"] / 1e3) / (peak * 1e12)
+            rec["mfu"] = mfu(rec["flops_per_step"], rec["train_step_ms"], peak)
         print(row_line(rec))
     write_json(a.out, {"benchmark": "pretrain_step", "command": command_line(), "machine": machine_info(),
                        "matmul_peak_tflops": peak, "matmul_peak_tflops_before_after": peaks, "records": records})

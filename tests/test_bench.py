@@ -1,8 +1,12 @@
 """The GPU benchmarks' bookkeeping (runs without a GPU): failures become records, not crashes."""
 
+import runpy
+from pathlib import Path
+
+import pytest
 import torch
 
-from msmbench.bench import _measured, format_record
+from msmbench.bench import _measured, format_record, mfu
 
 
 def test_measured_records_ok_oom_and_error():
@@ -20,3 +24,15 @@ def test_measured_records_ok_oom_and_error():
     rec = _measured(base, broken)
     assert rec["status"] == "error" and "triton compile failed" in rec["error"]
     assert format_record(rec).rstrip().endswith("ERROR")
+
+
+def test_mfu():
+    assert mfu(flops=35e12, step_ms=100.0, peak_tflops=700.0) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("script", ["pretrain_step", "gelu_backward"])
+def test_gpu_benchmark_scripts_skip_cleanly_without_cuda(script, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    main = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / f"{script}.py"))["main"]
+    assert main([]) == 0
+    assert "skipped: needs CUDA" in capsys.readouterr().out

@@ -62,6 +62,11 @@ def matmul_peak_tflops(n: int = 8192, dtype: torch.dtype = torch.bfloat16, trial
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
+def mfu(flops: float, step_ms: float, peak_tflops: float) -> float:
+    """Model FLOPs utilisation: the step's FLOPs per second over the measured matmul rate."""
+    return flops / (step_ms / 1e3) / (peak_tflops * 1e12)
+
+
 def frames_for_tokens(tokens: int, bins: int = 80) -> int:
     """Spectrogram frames whose patch grid has `tokens` tokens (cls included): 251 -> 200 frames."""
     patches = tokens - 1
@@ -134,7 +139,7 @@ def train_step(backbone: str, size: str, batch: int, tokens: int = 251, options:
         rec = {"train_step_ms": ms, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
                "clips_per_s": batch / (ms / 1e3), "flops_per_step": flops}
         if peak_tflops:
-            rec["mfu"] = flops / (ms / 1e3) / (peak_tflops * 1e12)
+            rec["mfu"] = mfu(flops, ms, peak_tflops)
         return rec
 
     return _measured(base, measure)
