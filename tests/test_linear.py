@@ -15,12 +15,15 @@ def chunked_reference(x, weight, bias, chunks):
     return F.linear(x, weight, bias).chunk(chunks, dim=-1)
 
 
-def gradients(fn, x, weight, bias, chunks, cotangents, autocast):
-    inputs = [t.clone().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
+def gradients(fn, inputs, cotangents, autocast):
+    """fn(*leaves) -> one output or a tuple of them, leaves = copies of `inputs` (x, weight[, bias]) that
+    require grad; returns the outputs and the leaves' gradients of sum(output * cotangent)."""
+    leaves = [t.clone().requires_grad_() for t in inputs]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        outs = fn(inputs[0], inputs[1], inputs[2] if bias is not None else None, chunks)
+        outs = fn(*leaves)
+    outs = outs if isinstance(outs, tuple) else (outs,)
     loss = sum((o.float() * c).sum() for o, c in zip(outs, cotangents))
-    return [o.dtype for o in outs], torch.autograd.grad(loss, inputs)
+    return outs, torch.autograd.grad(loss, leaves)
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
@@ -35,10 +38,11 @@ def test_gradients_match_autograd(chunks, with_bias, autocast):
     bias = torch.randn(48 * chunks) if with_bias else None
     cotangents = torch.randn(chunks, 2, 37, 48)
     tol = 2e-2 if autocast else 1e-5
-    dtypes_ref, ref = gradients(chunked_reference, x, weight, bias, chunks, cotangents, autocast)
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    outs_ref, ref = gradients(lambda x, w, b=None: chunked_reference(x, w, b, chunks), inputs, cotangents, autocast)
     for fn in (linear_chunks, torch.compile(linear_chunks, backend="aot_eager")):
-        dtypes, got = gradients(fn, x, weight, bias, chunks, cotangents, autocast)
-        assert dtypes == dtypes_ref
+        outs, got = gradients(lambda x, w, b=None: fn(x, w, b, chunks), inputs, cotangents, autocast)
+        assert [o.dtype for o in outs] == [o.dtype for o in outs_ref]
         for g, r in zip(got, ref):
             assert g.dtype == r.dtype == torch.float32
             torch.testing.assert_close(g, r, rtol=tol, atol=tol)
@@ -76,24 +80,17 @@ def test_linear_gelu_matches_autograd():
     torch.manual_seed(0)
     x, weight, bias = torch.randn(2, 37, 64), torch.randn(96, 64) / 8, torch.randn(96)
     cotangent = torch.randn(2, 37, 96)
-    reference = lambda x, w, b: F.gelu(F.linear(x, w, b))  # noqa: E731
+    reference = lambda x, w, b=None: F.gelu(F.linear(x, w, b))  # noqa: E731
     for autocast in (False, True):
         tol = 2e-2 if autocast else 1e-5
         for b in (bias, None):
             inputs = [t for t in (x, weight, b) if t is not None]
-            ref = gradients_of(reference, inputs, cotangent, autocast, with_bias=b is not None)
+            outs_ref, ref = gradients(reference, inputs, [cotangent], autocast)
             for fn in (linear_gelu, torch.compile(linear_gelu, backend="aot_eager")):
-                got = gradients_of(fn, inputs, cotangent, autocast, with_bias=b is not None)
-                assert got[0].dtype == ref[0].dtype
-                for g, r in zip(got, ref):
+                outs, got = gradients(fn, inputs, [cotangent], autocast)
+                assert outs[0].dtype == outs_ref[0].dtype
+                for g, r in zip(outs + got, outs_ref + ref):
                     torch.testing.assert_close(g, r, rtol=tol, atol=tol)
-
-
-def gradients_of(fn, inputs, cotangent, autocast, with_bias):
-    leaves = [t.clone().requires_grad_() for t in inputs]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        out = fn(leaves[0], leaves[1], leaves[2] if with_bias else None)
-    return [out, *torch.autograd.grad((out.float() * cotangent).sum(), leaves)]
 
 
 def test_gelu_backward_colsum_reference_and_bad_shapes():

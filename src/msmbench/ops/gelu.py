@@ -25,10 +25,11 @@ def gelu_backward_colsum(grad: Tensor, pre: Tensor) -> tuple[Tensor, Tensor]:
     if grad.shape != pre.shape or pre.dim() != 2:
         raise ValueError(f"gelu_backward_colsum needs two [M, N] tensors of one shape, got {tuple(grad.shape)} "
                          f"and {tuple(pre.shape)}")
+    grad = grad.to(pre.dtype)
     if pre.is_cuda and triton_installed():
         from msmbench.ops.gelu_triton import gelu_backward_colsum as fused
-        return fused(grad.to(pre.dtype), pre)
-    return gelu_backward_colsum_ref(grad.to(pre.dtype), pre)
+        return fused(grad, pre)
+    return gelu_backward_colsum_ref(grad, pre)
 
 
 @gelu_backward_colsum.register_fake
