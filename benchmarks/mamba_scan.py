@@ -1,14 +1,14 @@
-"""Mamba-1 selective scan at the paper's shape: mamba-ssm's CUDA kernel against our Triton kernel.
+"""Mamba-1 selective scan at the paper's shape: mamba-ssm's CUDA kernel against our CUDA and Triton kernels.
 
-    python benchmarks/mamba_scan.py --out benchmarks/out/mamba_scan.json
+    python benchmarks/mamba_scan.py --out benchmarks/out/mamba_scan.json [--sweep cuda|triton]
 
 One Base layer's scan (batch 256 x 251 tokens, d_inner 2304, d_state 24, z gating, delta bias +
 softplus, D skip) forward + backward, bf16 inputs as under autocast. mamba-ssm's `selective_scan_fn`
 takes (B, D, L) tensors, ours (B, L, D): each gets its own layout, made contiguous before timing, so the
 times are the kernels' own. Parity first: our outputs and all gradients against mamba-ssm's in fp32 at
-the same shape (batch 8). Both kernels' forward alone is timed too (where the time goes). Then a sweep
-over our tile sizes (ScanConfig); the fastest is reported.
-Needs CUDA, Triton and mamba-ssm (the baseline row is skipped without it).
+the same shape (batch 8). Each kernel's forward alone is timed too (where the time goes). `--sweep` times
+one of our kernels at several launch shapes (CudaScanConfig / ScanConfig) around its default.
+Needs CUDA; the Triton rows need Triton, the baseline row mamba-ssm (each skipped without).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch
 
 from msmbench.bench import command_line, cuda_time_ms, machine_info
 from msmbench.io import write_json
+from msmbench.ops import triton_installed
 from msmbench.ops.selective_scan import has_fused_scan, mamba_kernels
+from msmbench.ops.selective_scan_cuda import DEFAULT_CUDA_CONFIG, selective_scan_cuda
 from msmbench.ops.selective_scan_triton import DEFAULT_CONFIG, selective_scan_triton
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -46,9 +48,14 @@ def to_bdl(ins: list[torch.Tensor]) -> list[torch.Tensor]:
         [t.transpose(1, 2).contiguous() for t in (Bm, Cm)] + [D, z.transpose(1, 2).contiguous(), bias]
 
 
-def run_ours(ins, config=None):
+def run_triton(ins, config=None):
     u, delta, A, Bm, Cm, D, z, bias = ins
     return selective_scan_triton(u, delta, A, Bm, Cm, D, z, bias, True, config=config)
+
+
+def run_cuda(ins, config=None):
+    u, delta, A, Bm, Cm, D, z, bias = ins
+    return selective_scan_cuda(u, delta, A, Bm, Cm, D, z, bias, True, config=config)
 
 
 def run_mamba_ssm(ins):
@@ -63,9 +70,9 @@ def fwd_bwd(fn, ins):
     return out, [t.grad for t in leaves]
 
 
-def parity(batch: int = 8) -> dict:
+def parity(run, batch: int = 8) -> dict:
     ins = inputs(batch, 251, 2304, 24, torch.float32, seed=1)
-    out, grads = fwd_bwd(run_ours, ins)
+    out, grads = fwd_bwd(run, ins)
     ref_out, ref_grads = fwd_bwd(run_mamba_ssm, to_bdl(ins))
     ref_out = ref_out.transpose(1, 2)
     ref_grads = [g.transpose(1, 2) if g.dim() == 3 else g for g in ref_grads]  # (B, D|N, L) -> ours
@@ -100,12 +107,20 @@ def time_fwd_bwd(fn, ins, repeats: int) -> float:
     return cuda_time_ms(step, warmup=2, repeats=repeats)
 
 
-# Around the default (itself the best of the earlier sweeps, BENCHMARKS.md): the forward's tiles and warps,
-# the backward's channel block and warps, how often states are saved.
-SWEEP = [DEFAULT_CONFIG] + [dataclasses.replace(DEFAULT_CONFIG, **kw) for kw in (
-    {"fwd_chunk": 4}, {"fwd_chunk": 16}, {"fwd_warps": 2}, {"fwd_block_d": 128}, {"fwd_block_d": 128, "fwd_warps": 8},
-    {"bwd_block_d": 64}, {"bwd_block_d": 64, "bwd_warps": 8}, {"save_every": 64},
-)]
+# Around each default (itself the best of the earlier sweeps, BENCHMARKS.md).
+SWEEPS = {
+    "triton": [DEFAULT_CONFIG] + [dataclasses.replace(DEFAULT_CONFIG, **kw) for kw in (
+        {"fwd_chunk": 4}, {"fwd_chunk": 16}, {"fwd_warps": 2}, {"fwd_block_d": 128},
+        {"fwd_block_d": 128, "fwd_warps": 8}, {"bwd_block_d": 64}, {"bwd_block_d": 64, "bwd_warps": 8},
+        {"save_every": 64})],
+    "cuda": [DEFAULT_CUDA_CONFIG] + [dataclasses.replace(DEFAULT_CUDA_CONFIG, **kw) for kw in (
+        {"reduce_steps": 1}, {"reduce_steps": 4}, {"segment": 16, "reduce_steps": 4}, {"segment": 4},
+        {"channels": 64}, {"channels": 16}, {"threads_per_channel": 8, "channels": 16},
+        {"threads_per_channel": 8, "channels": 16, "segment": 16, "reduce_steps": 4},
+        {"threads_per_channel": 2, "channels": 32, "reduce_steps": 4})],
+}
+KERNELS = {"cuda": ("msmbench cuda", run_cuda, DEFAULT_CUDA_CONFIG), "triton": ("msmbench triton", run_triton,
+                                                                                DEFAULT_CONFIG)}
 
 
 def main(argv=None) -> int:
@@ -113,40 +128,44 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--length", type=int, default=251)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--sweep", choices=sorted(SWEEPS), help="also time this kernel at other launch shapes")
     p.add_argument("--out", default="benchmarks/out/mamba_scan.json")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("mamba_scan: skipped: needs CUDA")
         return 0
+    kernels = {k: v for k, v in KERNELS.items() if k != "triton" or triton_installed()}
     record = {"benchmark": "mamba_scan", "command": command_line(), "machine": machine_info(),
-              "shape": {"batch": a.batch, "length": a.length, "d_inner": 2304, "d_state": 24}, "rows": []}
+              "shape": {"batch": a.batch, "length": a.length, "d_inner": 2304, "d_state": 24}, "rows": [],
+              "parity_vs_mamba_ssm_fp32": {}}
     if has_fused_scan():
-        record["parity_vs_mamba_ssm_fp32"] = parity()
-        print("parity vs mamba-ssm (fp32, relative): " +
-              ", ".join(f"{k} {v:.1e}" for k, v in record["parity_vs_mamba_ssm_fp32"].items()), flush=True)
+        for key, (_label, run, _cfg) in kernels.items():
+            record["parity_vs_mamba_ssm_fp32"][key] = errs = parity(run)
+            print(f"{key} parity vs mamba-ssm (fp32, relative): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()),
+                  flush=True)
     ins = inputs(a.batch, a.length, 2304, 24, torch.bfloat16)
-    if has_fused_scan():
-        ins_bdl = to_bdl(ins)
-        ms, fwd = time_fwd_bwd(run_mamba_ssm, ins_bdl, a.repeats), time_fwd(run_mamba_ssm, ins_bdl, a.repeats)
-        record["rows"].append({"kernel": "mamba-ssm selective_scan_fn", "ms": ms, "fwd_ms": fwd})
-        print(f"mamba-ssm selective_scan_fn          fwd+bwd {ms:8.2f} ms  fwd {fwd:8.2f} ms", flush=True)
-    fwd = time_fwd(run_ours, ins, a.repeats)
-    record["ours_default_fwd_ms"] = fwd
-    print(f"triton default tiles                 fwd     {fwd:8.2f} ms", flush=True)
-    for cfg in SWEEP:
+
+    def add(label, run, ins, config=None):
         try:
-            ms = time_fwd_bwd(lambda x, c=cfg: run_ours(x, c), ins, a.repeats)
-            row = {"kernel": "msmbench triton", "config": dataclasses.asdict(cfg), "ms": ms}
-        except Exception as e:  # noqa: BLE001 - a tile size that does not compile is a result, not a crash
-            row = {"kernel": "msmbench triton", "config": dataclasses.asdict(cfg), "error": repr(e)[:300]}
+            row = {"kernel": label, "config": dataclasses.asdict(config) if config else None,
+                   "ms": time_fwd_bwd(run, ins, a.repeats), "fwd_ms": time_fwd(run, ins, a.repeats)}
+            text = f"fwd+bwd {row['ms']:8.2f} ms  fwd {row['fwd_ms']:8.2f} ms"
+        except Exception as e:  # noqa: BLE001 - a launch shape that does not compile is a result, not a crash
+            row, text = {"kernel": label, "config": dataclasses.asdict(config), "error": repr(e)[:300]}, repr(e)[:300]
         record["rows"].append(row)
-        print(f"triton {dataclasses.astuple(cfg)}  " + (f"fwd+bwd {row['ms']:8.2f} ms" if "ms" in row
-                                                        else row["error"]), flush=True)
+        print(f"{label:28s} {str(dataclasses.astuple(config)) if config else '':14s} {text}", flush=True)
         write_json(a.out, record)
-    ok = [r for r in record["rows"] if r["kernel"] == "msmbench triton" and "ms" in r]
-    if ok:
-        record["best"] = min(ok, key=lambda r: r["ms"])
-        print(f"best: {record['best']['config']} {record['best']['ms']:.2f} ms")
+
+    if has_fused_scan():
+        add("mamba-ssm selective_scan_fn", run_mamba_ssm, to_bdl(ins))
+    for key, (label, run, cfg) in kernels.items():
+        for c in SWEEPS[key] if a.sweep == key else [cfg]:
+            add(label, lambda x, c=c, run=run: run(x, c), ins, c)
+    for key, (label, _run, _cfg) in kernels.items():
+        ok = [r for r in record["rows"] if r["kernel"] == label and "ms" in r]
+        if ok:
+            record[f"best_{key}"] = best = min(ok, key=lambda r: r["ms"])
+            print(f"best {key}: {best['config']} {best['ms']:.2f} ms")
     write_json(a.out, record)
     return 0
 

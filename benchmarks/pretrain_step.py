@@ -11,8 +11,10 @@ implementation in the style of the released code and our fast path:
                            fc1 + GELU gradient                                       CUDA graphs; q, k, v
                                                                                      gradients not packed; fc1
                                                                                      + GELU backward fused
-    mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: Triton scan, bf16;
-                                                                                     either kernel, compiled
+    mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: CUDA scan, bf16, eager,
+                                                                                     compiled, CUDA graphs;
+                                                                                     mamba-ssm's or our Triton
+                                                                                     scan, compiled
     xlstm        released: the quadratic parallel form (float32 cell)              | ours: Triton mLSTM kernel,
                                                                                      eager and compiled
 
@@ -51,7 +53,9 @@ ROWS = {
                     ("ours: SDPA, bf16, bf16 residual, autograd fc1 + GELU gradient, compiled, CUDA graphs",
                      {"residual": "autocast", "mlp_grad": "autograd"}, torch.bfloat16, "reduce-overhead")],
     "mamba": [("released: mamba-ssm kernels", {"kernel": "mamba_ssm"}, torch.bfloat16, False),
-              ("ours: Triton scan", {"kernel": "triton"}, torch.bfloat16, False),
+              ("ours: CUDA scan", {"kernel": "cuda"}, torch.bfloat16, False),
+              ("ours: CUDA scan, compiled", {"kernel": "cuda"}, torch.bfloat16, True),
+              ("ours: CUDA scan, compiled, CUDA graphs", {"kernel": "cuda"}, torch.bfloat16, "reduce-overhead"),
               ("ours: mamba-ssm kernels, compiled", {"kernel": "mamba_ssm"}, torch.bfloat16, True),
               ("ours: Triton scan, compiled", {"kernel": "triton"}, torch.bfloat16, True)],
     "xlstm": [("released: parallel form", {"kernel": "parallel"}, torch.bfloat16, False),

@@ -386,27 +386,25 @@ def test_kernel_choice_on_cpu():
     from msmbench.models.mamba import resolve_mamba_kernel
 
     assert resolve_mamba_kernel("auto", "cpu") == "torch"
-    for kernel in ("triton", "mamba_ssm"):
+    for kernel in ("cuda", "triton", "mamba_ssm"):
         with pytest.raises(RuntimeError, match="needs CUDA"):
             resolve_mamba_kernel(kernel, "cpu")
     with pytest.raises(ValueError, match="unknown Mamba kernel"):
-        MambaMixer(32, kernel="cuda")
-
-
-needs_triton_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and triton_installed()),
-                                      reason="needs CUDA and Triton")
+        MambaMixer(32, kernel="cudnn")
 
 
 @pytest.mark.gpu
-@needs_triton_gpu
+@pytest.mark.parametrize("kernel", ["cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_mixer_triton_matches_torch(dtype):
-    """The whole mixer (our conv, projections, Triton scan, gating) against the PyTorch path, same weights:
-    outputs and every parameter gradient, at the Base state size and a sequence length that is not a
-    multiple of any chunk. bf16 runs both under autocast (the training setting)."""
+def test_gpu_mixer_fast_scans_match_torch(dtype, kernel):
+    """The whole mixer (our conv, projections, CUDA or Triton scan, gating) against the PyTorch path, same
+    weights: outputs and every parameter gradient, at the Base state size and a sequence length that is not
+    a multiple of any chunk. bf16 runs both under autocast (the training setting)."""
+    if kernel == "triton" and not triton_installed():
+        pytest.skip("needs Triton")
     torch.manual_seed(9)
     ours = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel="torch").cuda()
-    fast = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel="triton").cuda()
+    fast = MambaMixer(192, d_state=24, d_conv=4, expand=3, kernel=kernel).cuda()
     fast.load_state_dict(ours.state_dict())
     x = torch.randn(4, 251, 192, device="cuda")
     g = torch.randn(4, 251, 192, device="cuda")

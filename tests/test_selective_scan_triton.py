@@ -13,6 +13,7 @@ and 1e-5 for what is returned in fp32 (the gradients of A, D, delta_bias).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -108,15 +109,17 @@ def _reference(x: dict, softplus: bool):
     return tr(out), leaves
 
 
-def case_errors(case: dict, device: str) -> dict:
-    """{'out': err, 'grad_<name>': err, ...} of selective_scan_triton against the float64 reference."""
+def case_errors(case: dict, device: str, scan=None) -> dict:
+    """{'out': err, 'grad_<name>': err, ...} of a scan against the float64 reference: selective_scan_triton at
+    the case's tiles, or `scan(u, delta, A, B, C, D, z, delta_bias, softplus)`."""
     from msmbench.ops.selective_scan_triton import ScanConfig, selective_scan_triton
 
     x = _inputs(case, device)
     ref_out, ref_leaves = _reference(x, case["softplus"])
-    cfg = ScanConfig(**case["cfg"]) if case["cfg"] else None
-    out = selective_scan_triton(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
-                                case["softplus"], config=cfg)
+    if scan is None:
+        cfg = ScanConfig(**case["cfg"]) if case["cfg"] else None
+        scan = functools.partial(selective_scan_triton, config=cfg)
+    out = scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], case["softplus"])
     assert out.dtype == x["u"].dtype and out.shape == x["u"].shape
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
     names = [k for k in GRAD_NAMES if x[k] is not None]

@@ -2,10 +2,11 @@
 
 - `MambaMixer` has exactly the parameters of `mamba_ssm.modules.mamba_simple.Mamba` (names, shapes, init),
   so a state_dict moves between the two unchanged. Its `kernel` picks the conv + scan + gating:
-  "mamba_ssm" runs mamba-ssm's kernels as `Mamba` does (the fused `mamba_inner_fn` when causal-conv1d is
-  installed; what "auto" picks on CUDA when mamba-ssm is installed); "triton" runs our causal conv and our
-  Triton scan (msmbench.ops.selective_scan_triton: exact, but 1.8x slower than mamba-ssm's scan on the
-  H100 so far); "torch" (the CPU path) runs our exact chunked scan (msmbench.ops.selective_scan).
+  "cuda" runs our causal conv and our CUDA scan (msmbench.ops.selective_scan_cuda: what "auto" picks on
+  CUDA, the fastest measured, BENCHMARKS.md); "mamba_ssm" runs mamba-ssm's kernels as `Mamba` does (the
+  fused `mamba_inner_fn` when causal-conv1d is installed); "triton" runs our causal conv and our Triton
+  scan (msmbench.ops.selective_scan_triton); "torch" (the CPU path) runs our exact chunked scan
+  (msmbench.ops.selective_scan). All four compute the same function.
 - `Block` is the released code's block (mamba-ssm's `Block` with fused_add_norm=False): the residual
   stream is carried separately and kept in fp32; each block adds the previous mixer output to it,
   normalises (LayerNorm, eps 1e-6) and runs its mixer. No MLP. The encoder ends with the last add and
@@ -33,22 +34,26 @@ from msmbench.models.registry import register_backbone
 from msmbench.ops import triton_installed
 from msmbench.ops.selective_scan import (INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels,
                                          selective_scan_chunked)
+from msmbench.ops.selective_scan_cuda import cuda_scan_available, selective_scan_cuda
 from msmbench.ops.selective_scan_triton import selective_scan_triton
 
-MAMBA_KERNELS = ("auto", "triton", "mamba_ssm", "torch")
+MAMBA_KERNELS = ("auto", "cuda", "triton", "mamba_ssm", "torch")
 
 
 def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
-    """"auto" -> on CUDA mamba-ssm's kernels when installed (the fastest measured: BENCHMARKS.md), else our
-    Triton scan when Triton is installed, else our PyTorch scan; on CPU our PyTorch scan. A named kernel
-    that cannot run here raises."""
+    """"auto" -> on CUDA our CUDA scan (the fastest measured: BENCHMARKS.md), else mamba-ssm's kernels when
+    installed, else our Triton scan; on CPU our PyTorch scan. A named kernel that cannot run here raises."""
     on_cuda = torch.device(device).type == "cuda"
     if kernel == "auto":
+        if on_cuda and cuda_scan_available():
+            return "cuda"
         if on_cuda and has_fused_scan():
             return "mamba_ssm"
         return "triton" if on_cuda and triton_installed() else "torch"
-    if kernel in ("triton", "mamba_ssm") and not on_cuda:
+    if kernel in ("cuda", "triton", "mamba_ssm") and not on_cuda:
         raise RuntimeError(f"Mamba kernel {kernel!r} needs CUDA tensors; use 'torch' (or 'auto') on {device}")
+    if kernel == "cuda" and not cuda_scan_available():
+        raise RuntimeError("Mamba kernel 'cuda' needs torch >= 2.8 (torch.cuda._compile_kernel, NVRTC)")
     if kernel == "triton" and not triton_installed():
         raise RuntimeError("Mamba kernel 'triton' needs Triton (pip install triton; it ships with CUDA torch)")
     if kernel == "mamba_ssm" and not has_fused_scan():
@@ -74,16 +79,17 @@ class MambaConfig:
     #   every token sees both contexts in every layer, at twice the mixer parameters and compute.
     bidirectional: bool = False
     bidirectional_mode: str = "alternate"  # "alternate" | "sum"
-    kernel: str = "auto"  # the mixer's kernels: auto | triton | mamba_ssm | torch (see resolve_mamba_kernel)
+    kernel: str = "auto"  # the mixer's kernels: auto | cuda | triton | mamba_ssm | torch (resolve_mamba_kernel)
 
 
 class MambaMixer(nn.Module):
     """Mamba-1 mixer, parameter-compatible with mamba_ssm.modules.mamba_simple.Mamba.
 
     forward(hidden_states: [B, L, D]) -> [B, L, D].
-    kernel: which kernels run the conv + scan + gating (`resolve_mamba_kernel`): "triton" (our Triton
-    scan, msmbench.ops.selective_scan_triton), "mamba_ssm" (mamba-ssm's CUDA kernels, as mamba_simple
-    calls them), "torch" (our exact PyTorch scan, any device) or "auto".
+    kernel: which kernels run the conv + scan + gating (`resolve_mamba_kernel`): "cuda" (our CUDA scan,
+    msmbench.ops.selective_scan_cuda), "triton" (our Triton scan, msmbench.ops.selective_scan_triton),
+    "mamba_ssm" (mamba-ssm's CUDA kernels, as mamba_simple calls them), "torch" (our exact PyTorch scan, any
+    device) or "auto".
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
@@ -137,11 +143,14 @@ class MambaMixer(nn.Module):
         kernel = resolve_mamba_kernel(self.kernel, hidden_states.device)
         if kernel == "mamba_ssm":
             return self._forward_mamba_ssm(hidden_states)
-        scan = selective_scan_triton if kernel == "triton" else partial(selective_scan_chunked, layout="bld")
+        scan = {"cuda": selective_scan_cuda, "triton": selective_scan_triton}.get(
+            kernel, partial(selective_scan_chunked, layout="bld"))
         # Our paths, channels-last throughout: the Linear layers, the scan and the gating all see (B, L, d);
         # mixing (B, d, L) and (B, L, d) strides makes PyTorch's CPU elementwise kernels several times slower.
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)                  # (B, L, d_inner) each
         x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, activation="silu")  # (B, L, d_inner)
+        if torch.is_autocast_enabled(x.device.type):  # as autocast runs nn.Conv1d: output in the low precision
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         dt, Bm, Cm = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)                               # bias is added inside the scan
         A = -torch.exp(self.A_log.float())                                   # (d_inner, N)
