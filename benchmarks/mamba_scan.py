@@ -146,12 +146,12 @@ def main(argv=None) -> int:
     ins = inputs(a.batch, a.length, 2304, 24, torch.bfloat16)
 
     def add(label, run, ins, config=None):
+        row = {"kernel": label, "config": dataclasses.asdict(config) if config else None}
         try:
-            row = {"kernel": label, "config": dataclasses.asdict(config) if config else None,
-                   "ms": time_fwd_bwd(run, ins, a.repeats), "fwd_ms": time_fwd(run, ins, a.repeats)}
+            row.update(ms=time_fwd_bwd(run, ins, a.repeats), fwd_ms=time_fwd(run, ins, a.repeats))
             text = f"fwd+bwd {row['ms']:8.2f} ms  fwd {row['fwd_ms']:8.2f} ms"
         except Exception as e:  # noqa: BLE001 - a launch shape that does not compile is a result, not a crash
-            row, text = {"kernel": label, "config": dataclasses.asdict(config), "error": repr(e)[:300]}, repr(e)[:300]
+            row["error"] = text = repr(e)[:300]
         record["rows"].append(row)
         print(f"{label:28s} {str(dataclasses.astuple(config)) if config else '':14s} {text}", flush=True)
         write_json(a.out, record)

@@ -88,6 +88,20 @@ def has_fused_mixer() -> bool:
     return k.mamba_inner_fn is not None and k.causal_conv1d_fn is not None
 
 
+def check_channels_last(u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
+    """The argument checks of the channels-last GPU scans (Triton and CUDA): u (B, L, D), A (D, N) real,
+    B and C (B, L, N)."""
+    if u.dim() != 3 or B.dim() != 3 or C.dim() != 3 or A.dim() != 2:
+        raise ValueError("expected u, delta, z (B, L, D), B, C (B, L, N) and A (D, N) (layout 'bld')")
+    if A.is_complex():
+        raise ValueError("complex A is not supported")
+
+
+def unit_last_stride(x: Tensor) -> Tensor:
+    """x with unit stride on its last axis (the GPU scans take the outer strides; projection slices are fine)."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
 def _compute_dtype(u: Tensor) -> torch.dtype:
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 

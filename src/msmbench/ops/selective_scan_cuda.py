@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from msmbench.ops.selective_scan import check_channels_last, unit_last_stride
+
 SOURCE = Path(__file__).with_name("selective_scan.cu")
 ELEM_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SHARED_LIMIT = 48 * 1024   # static shared memory per block
@@ -68,7 +70,6 @@ class CudaScanConfig:
         if n_state is not None and self.backward_shared_bytes(n_state) > SHARED_LIMIT:
             raise ValueError(f"{self} needs {self.backward_shared_bytes(n_state)} bytes of shared memory at d_state "
                              f"{n_state}, more than {SHARED_LIMIT}: use fewer channels or a shorter segment")
-
 
     def backward_shared_bytes(self, n_state: int) -> int:
         """Static shared memory of the backward kernel (the larger of the two), as selective_scan.cu lays it
@@ -100,8 +101,7 @@ def _kernels(elem: int, n_state: int, ng: int, ch: int, seg: int, kg: int, has_z
 
 def _rows(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x in the kernels' storage type with unit stride on its last axis (slices of a projection are fine)."""
-    x = x.to(dtype)
-    return x if x.stride(-1) == 1 else x.contiguous()
+    return unit_last_stride(x.to(dtype))
 
 
 def _strides(*tensors: Tensor) -> list[int]:
@@ -194,10 +194,7 @@ def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     if u.dtype not in ELEM_CODES:
         raise ValueError(f"selective_scan_cuda computes in float32 from float32, bfloat16 or float16 inputs; "
                          f"got u of {u.dtype}")
-    if u.dim() != 3 or B.dim() != 3 or C.dim() != 3 or A.dim() != 2:
-        raise ValueError("expected u, delta, z (B, L, D), B, C (B, L, N) and A (D, N)")
-    if A.is_complex():
-        raise ValueError("complex A is not supported")
+    check_channels_last(u, A, B, C)
     cfg = config or DEFAULT_CUDA_CONFIG
     cfg.check(A.shape[1])
     dtype = u.dtype

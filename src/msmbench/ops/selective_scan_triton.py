@@ -75,6 +75,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from msmbench.ops.selective_scan import check_channels_last, unit_last_stride
+
 try:  # optional: CI has neither triton nor a GPU
     import triton
     import triton.language as tl
@@ -349,11 +351,6 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _rows(x: Tensor) -> Tensor:
-    """x with unit stride on its last axis (the kernels take the two outer strides)."""
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
 def _flags(D, z, delta_bias, delta_softplus) -> dict:
     return {"HAS_D": D is not None, "HAS_Z": z is not None, "HAS_BIAS": delta_bias is not None,
                 "SOFTPLUS": bool(delta_softplus)}
@@ -393,7 +390,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         NP = max(2, triton.next_power_of_2(N))
         n_saves = hs.shape[1]
         n_blocks = triton.cdiv(Dm, cfg.bwd_block_d)
-        dout = _rows(dout)
+        dout = unit_last_stride(dout)
         f32 = {"dtype": torch.float32, "device": u.device}
         du = torch.empty((Bt, L, Dm), dtype=u.dtype, device=u.device)
         ddelta = torch.empty((Bt, L, Dm), dtype=delta.dtype, device=u.device)
@@ -437,16 +434,13 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     if u.device.type != "cuda" and not _interpreting():
         raise RuntimeError(f"{_HINT}; got tensors on {u.device} (set TRITON_INTERPRET=1 before importing this "
                            "module to run the kernels in Triton's CPU interpreter)")
-    if u.dim() != 3 or B.dim() != 3 or C.dim() != 3:
-        raise ValueError("expected u, delta, z (B, L, D) and B, C (B, L, N) (layout 'bld')")
-    if A.is_complex():
-        raise ValueError("complex A is not supported")
+    check_channels_last(u, A, B, C)
     if A.shape[1] > 64:
         raise ValueError(f"d_state N = {A.shape[1]} > 64 is not supported (register tiles)")
     cfg = config or DEFAULT_CONFIG
     cfg.check()
-    u, delta, B, C = _rows(u), _rows(delta), _rows(B), _rows(C)
-    z = _rows(z) if z is not None else None
+    u, delta, B, C = unit_last_stride(u), unit_last_stride(delta), unit_last_stride(B), unit_last_stride(C)
+    z = unit_last_stride(z) if z is not None else None
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg)
 
 
