@@ -11,7 +11,9 @@ implementation in the style of the released code and our fast path:
                            fc1 + GELU gradient                                       CUDA graphs; q, k, v
                                                                                      gradients not packed; fc1
                                                                                      + GELU backward fused
-    mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: CUDA scan, bf16, eager,
+    mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: CUDA scan (kernel
+                                                                                     "cuda": our CUDA conv and
+                                                                                     scan), bf16, eager,
                                                                                      compiled, CUDA graphs;
                                                                                      mamba-ssm's or our Triton
                                                                                      scan, compiled

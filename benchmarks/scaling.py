@@ -6,11 +6,13 @@ For each backbone on its fast path, bf16: token counts from 251 (2 s of audio) t
 holding the same number of tokens (--tokens-per-step, default the paper's 256 x 251: batch 256 at 251
 tokens, 1 at 64001) unless --batch fixes the batch. Out-of-memory points are recorded as such ("status":
 "oom"), not dropped. Prints a table; writes the records that `msmbench figure scaling` plots. Needs CUDA.
+`--options '{"mamba": {"kernel": "mamba_ssm"}}'` runs a backbone on other options than its defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
@@ -27,6 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokens-per-step", type=int, default=PAPER_TOKENS_PER_STEP)
     p.add_argument("--tokens", type=int, nargs="+", default=[251, 1001, 2001, 4001, 8001, 16001, 32001, 64001])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--options", type=json.loads, default={}, help="JSON: backbone -> options, e.g. "
+                   '\'{"mamba": {"kernel": "mamba_ssm"}}\'')
     p.add_argument("--out", default="results/bench/scaling.json")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -36,7 +40,7 @@ def main(argv=None) -> int:
     records, extra = [], {"machine": machine_info(), "command": command_line()}
     for backbone in a.backbones:
         for n in a.tokens:  # one point at a time, written as it comes: a run cut short keeps what it measured
-            point = scaling_study([backbone], a.size, [n], a.batch, a.tokens_per_step, repeats=a.repeats,
+            point = scaling_study([backbone], a.size, [n], a.batch, a.tokens_per_step, a.options, a.repeats,
                                   log=lambda line: print(line, flush=True))
             records += [{**r, **extra} for r in point]
             write_json(a.out, records)

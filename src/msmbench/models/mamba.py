@@ -2,11 +2,11 @@
 
 - `MambaMixer` has exactly the parameters of `mamba_ssm.modules.mamba_simple.Mamba` (names, shapes, init),
   so a state_dict moves between the two unchanged. Its `kernel` picks the conv + scan + gating:
-  "cuda" runs our causal conv and our CUDA scan (msmbench.ops.selective_scan_cuda: what "auto" picks on
-  CUDA, the fastest measured, BENCHMARKS.md); "mamba_ssm" runs mamba-ssm's kernels as `Mamba` does (the
-  fused `mamba_inner_fn` when causal-conv1d is installed); "triton" runs our causal conv and our Triton
-  scan (msmbench.ops.selective_scan_triton); "torch" (the CPU path) runs our exact chunked scan
-  (msmbench.ops.selective_scan). All four compute the same function.
+  "cuda" runs our CUDA causal conv and CUDA scan (msmbench.ops.causal_conv1d_cuda, .selective_scan_cuda:
+  what "auto" picks on CUDA, the fastest measured, BENCHMARKS.md); "mamba_ssm" runs mamba-ssm's kernels as
+  `Mamba` does (the fused `mamba_inner_fn` when causal-conv1d is installed); "triton" runs our PyTorch
+  causal conv and our Triton scan (msmbench.ops.selective_scan_triton); "torch" (the CPU path) runs our
+  exact chunked scan (msmbench.ops.selective_scan). All four compute the same function.
 - `Block` is the released code's block (mamba-ssm's `Block` with fused_add_norm=False): the residual
   stream is carried separately and kept in fp32; each block adds the previous mixer output to it,
   normalises (LayerNorm, eps 1e-6) and runs its mixer. No MLP. The encoder ends with the last add and
@@ -34,6 +34,7 @@ from msmbench.models.registry import register_backbone
 from msmbench.ops import triton_installed
 from msmbench.ops.selective_scan import (INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels,
                                          selective_scan_chunked)
+from msmbench.ops.causal_conv1d_cuda import causal_conv1d_cuda
 from msmbench.ops.selective_scan_cuda import cuda_scan_available, selective_scan_cuda
 from msmbench.ops.selective_scan_triton import selective_scan_triton
 
@@ -86,8 +87,8 @@ class MambaMixer(nn.Module):
     """Mamba-1 mixer, parameter-compatible with mamba_ssm.modules.mamba_simple.Mamba.
 
     forward(hidden_states: [B, L, D]) -> [B, L, D].
-    kernel: which kernels run the conv + scan + gating (`resolve_mamba_kernel`): "cuda" (our CUDA scan,
-    msmbench.ops.selective_scan_cuda), "triton" (our Triton scan, msmbench.ops.selective_scan_triton),
+    kernel: which kernels run the conv + scan + gating (`resolve_mamba_kernel`): "cuda" (our CUDA conv and
+    scan, msmbench.ops.causal_conv1d_cuda and .selective_scan_cuda), "triton" (our Triton scan, msmbench.ops.selective_scan_triton),
     "mamba_ssm" (mamba-ssm's CUDA kernels, as mamba_simple calls them), "torch" (our exact PyTorch scan, any
     device) or "auto".
     """
@@ -145,10 +146,11 @@ class MambaMixer(nn.Module):
             return self._forward_mamba_ssm(hidden_states)
         scan = {"cuda": selective_scan_cuda, "triton": selective_scan_triton}.get(
             kernel, partial(selective_scan_chunked, layout="bld"))
+        conv = causal_conv1d_cuda if kernel == "cuda" else causal_conv1d
         # Our paths, channels-last throughout: the Linear layers, the scan and the gating all see (B, L, d);
         # mixing (B, d, L) and (B, L, d) strides makes PyTorch's CPU elementwise kernels several times slower.
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)                  # (B, L, d_inner) each
-        x = causal_conv1d(x, self.conv1d.weight, self.conv1d.bias, activation="silu")  # (B, L, d_inner)
+        x = conv(x, self.conv1d.weight, self.conv1d.bias, activation="silu")  # (B, L, d_inner)
         if torch.is_autocast_enabled(x.device.type):  # as autocast runs nn.Conv1d: output in the low precision
             x = x.to(torch.get_autocast_dtype(x.device.type))
         dt, Bm, Cm = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)

@@ -34,17 +34,14 @@ call them as they are.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from msmbench.ops.nvrtc import ELEM_CODES, compile_kernels, cuda_kernels_available
 from msmbench.ops.selective_scan import check_channels_last, unit_last_stride
 
-SOURCE = Path(__file__).with_name("selective_scan.cu")
-ELEM_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SHARED_LIMIT = 48 * 1024   # static shared memory per block
 
 
@@ -84,19 +81,14 @@ DEFAULT_CUDA_CONFIG = CudaScanConfig()
 
 def cuda_scan_available() -> bool:
     """A CUDA device and torch's NVRTC wrapper (torch >= 2.8), the conditions for these kernels."""
-    return torch.cuda.is_available() and hasattr(torch.cuda, "_compile_kernel")
+    return cuda_kernels_available()
 
 
-@functools.cache
-def _kernels(elem: int, n_state: int, ng: int, ch: int, seg: int, kg: int, has_z: bool, softplus: bool):
-    """(forward, backward) kernels for one storage type, d_state and launch shape (compiled once)."""
-    spt = -(-n_state // ng)
-    defines = {"ELEM": elem, "NSTATE": n_state, "NG": ng, "SPT": spt, "CH": ch, "SEG": seg, "KG": kg,
-               "HAS_Z": int(has_z), "SOFTPLUS": int(softplus)}
-    options = ["-std=c++17", *(f"-D{k}={v}" for k, v in defines.items())]
-    source = SOURCE.read_text()
-    return tuple(torch.cuda._compile_kernel(source, name, nvcc_options=list(options))
-                 for name in ("scan_fwd", "scan_bwd"))
+def _kernels(device: torch.device, elem: int, n_state: int, ng: int, ch: int, seg: int, kg: int, has_z: bool,
+             softplus: bool):
+    """(forward, backward) kernels for one device, storage type, d_state and launch shape (compiled once)."""
+    return compile_kernels("selective_scan.cu", ("scan_fwd", "scan_bwd"), device, ELEM=elem, NSTATE=n_state, NG=ng,
+                           SPT=-(-n_state // ng), CH=ch, SEG=seg, KG=kg, HAS_Z=int(has_z), SOFTPLUS=int(softplus))
 
 
 def _rows(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -117,7 +109,7 @@ def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     nseg = -(-L // seg)
     out = torch.empty((batch, L, Dm), dtype=u.dtype, device=u.device)
     hs = torch.empty((batch, nseg, Dm, N), dtype=torch.float32, device=u.device)
-    fwd, _ = _kernels(ELEM_CODES[u.dtype], N, ng, ch, seg, kg, has_z, softplus)
+    fwd, _ = _kernels(u.device, ELEM_CODES[u.dtype], N, ng, ch, seg, kg, has_z, softplus)
     fwd(grid=(-(-Dm // ch), batch, 1), block=(ch * ng, 1, 1),
         args=[u, delta, z, B, C, A, D, delta_bias, out, hs, L, Dm, nseg, *_strides(u, delta, z, B, C)])
     return out, hs
@@ -144,7 +136,7 @@ def _scan_bwd(dout: Tensor, hs: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: 
     dB_part, dC_part = torch.empty((n_blocks, batch, L, N), **f32), torch.empty((n_blocks, batch, L, N), **f32)
     dA_part, dD_part, dbias_part = (torch.empty((batch, Dm, N), **f32), torch.empty((batch, Dm), **f32),
                                     torch.empty((batch, Dm), **f32))
-    _, bwd = _kernels(ELEM_CODES[u.dtype], N, ng, ch, seg, kg, has_z, softplus)
+    _, bwd = _kernels(u.device, ELEM_CODES[u.dtype], N, ng, ch, seg, kg, has_z, softplus)
     bwd(grid=(n_blocks, batch, 1), block=(ch * ng, 1, 1),
         args=[u, delta, z, B, C, A, D, delta_bias, dout, hs, du, ddelta, dz if has_z else du,
               dB_part, dC_part, dA_part, dD_part, dbias_part, L, Dm, nseg, batch,
