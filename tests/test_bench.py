@@ -1,5 +1,6 @@
 """The GPU benchmarks' bookkeeping (runs without a GPU): failures become records, not crashes."""
 
+import json
 import runpy
 from pathlib import Path
 
@@ -36,3 +37,23 @@ def test_gpu_benchmark_scripts_skip_cleanly_without_cuda(script, monkeypatch, ca
     main = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / f"{script}.py"))["main"]
     assert main([]) == 0
     assert "skipped: needs CUDA" in capsys.readouterr().out
+
+
+def test_scaling_script_passes_backbone_options(monkeypatch, tmp_path):
+    """`scaling.py --options` reaches the study for each point, and each point's records are written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    main = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "scaling.py"))["main"]
+    calls = []
+
+    def fake_study(backbones, size, tokens, batch, tokens_per_step, options, repeats, log):
+        calls.append((backbones, tokens, options, repeats))
+        return [{"backbone": backbones[0], "tokens": tokens[0], "status": "ok"}]
+
+    monkeypatch.setitem(main.__globals__, "scaling_study", fake_study)
+    monkeypatch.setitem(main.__globals__, "machine_info", lambda: {"gpu": "test"})
+    out = tmp_path / "scaling.json"
+    assert main(["--backbones", "mamba", "--tokens", "251", "1001", "--repeats", "2", "--out", str(out),
+                 "--options", '{"mamba": {"kernel": "mamba_ssm"}}']) == 0
+    assert calls == [(["mamba"], [n], {"mamba": {"kernel": "mamba_ssm"}}, 2) for n in (251, 1001)]
+    records = json.loads(out.read_text())
+    assert [r["tokens"] for r in records] == [251, 1001] and records[0]["machine"] == {"gpu": "test"}
