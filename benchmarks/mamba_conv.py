@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     record = {"benchmark": "mamba_conv", "command": command_line(), "machine": machine_info(),
               "shape": {"batch": a.batch, "length": a.length, "d_inner": dim, "width": 4},
               "copy_GBps": copy_gbs, "parity_vs_float64": parity(), "rows": []}
-    print(f"ours vs float64 (relative): " + ", ".join(f"{k} {v:.1e}" for k, v in record["parity_vs_float64"].items()))
+    print("ours vs float64 (relative): " + ", ".join(f"{k} {v:.1e}" for k, v in record["parity_vs_float64"].items()))
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s\n{'kernel':44s} {'fwd+bwd ms':>10s} {'fwd ms':>8s} "
           f"{'GB/s':>6s}")
     ins = inputs(a.batch, a.length, dim, 4)

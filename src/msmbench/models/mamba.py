@@ -88,7 +88,8 @@ class MambaMixer(nn.Module):
 
     forward(hidden_states: [B, L, D]) -> [B, L, D].
     kernel: which kernels run the conv + scan + gating (`resolve_mamba_kernel`): "cuda" (our CUDA conv and
-    scan, msmbench.ops.causal_conv1d_cuda and .selective_scan_cuda), "triton" (our Triton scan, msmbench.ops.selective_scan_triton),
+    scan, msmbench.ops.causal_conv1d_cuda and .selective_scan_cuda), "triton" (our Triton scan,
+    msmbench.ops.selective_scan_triton),
     "mamba_ssm" (mamba-ssm's CUDA kernels, as mamba_simple calls them), "torch" (our exact PyTorch scan, any
     device) or "auto".
     """

@@ -35,7 +35,9 @@ def kernel_source(name: str) -> str:
     return (HERE / name).read_text().replace(include, (HERE / SHARED_HEADER).read_text())
 
 
-def _driver():
+@functools.cache
+def _driver() -> ctypes.CDLL:
+    """The CUDA driver library, loaded once: torch's getter builds a new handle on every call."""
     return torch.cuda._utils._get_gpu_runtime_library()
 
 

@@ -87,8 +87,9 @@ def cuda_scan_available() -> bool:
 def _kernels(device: torch.device, elem: int, n_state: int, ng: int, ch: int, seg: int, kg: int, has_z: bool,
              softplus: bool):
     """(forward, backward) kernels for one device, storage type, d_state and launch shape (compiled once)."""
-    return compile_kernels("selective_scan.cu", ("scan_fwd", "scan_bwd"), device, ELEM=elem, NSTATE=n_state, NG=ng,
-                           SPT=-(-n_state // ng), CH=ch, SEG=seg, KG=kg, HAS_Z=int(has_z), SOFTPLUS=int(softplus))
+    return compile_kernels("selective_scan.cu", ("scan_fwd", "scan_bwd"), device, ELEM=elem, NSTATE=n_state,
+                           NG=ng, SPT=-(-n_state // ng), CH=ch, SEG=seg, KG=kg, HAS_Z=int(has_z),
+                           SOFTPLUS=int(softplus))
 
 
 def _rows(x: Tensor, dtype: torch.dtype) -> Tensor:
