@@ -32,28 +32,30 @@ from torch import Tensor, nn
 
 from msmbench.models.registry import register_backbone
 from msmbench.ops import triton_installed
+from msmbench.ops.causal_conv1d_cuda import causal_conv1d_cuda
+from msmbench.ops.nvrtc import cuda_kernels_available
 from msmbench.ops.selective_scan import (INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels,
                                          selective_scan_chunked)
-from msmbench.ops.causal_conv1d_cuda import causal_conv1d_cuda
-from msmbench.ops.selective_scan_cuda import cuda_scan_available, selective_scan_cuda
+from msmbench.ops.selective_scan_cuda import selective_scan_cuda
 from msmbench.ops.selective_scan_triton import selective_scan_triton
 
 MAMBA_KERNELS = ("auto", "cuda", "triton", "mamba_ssm", "torch")
 
 
 def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
-    """"auto" -> on CUDA our CUDA scan (the fastest measured: BENCHMARKS.md), else mamba-ssm's kernels when
-    installed, else our Triton scan; on CPU our PyTorch scan. A named kernel that cannot run here raises."""
+    """"auto" -> on CUDA our CUDA conv and scan (the fastest measured: BENCHMARKS.md), else mamba-ssm's
+    kernels when installed, else our Triton scan; on CPU our PyTorch scan. A named kernel that cannot run
+    here raises."""
     on_cuda = torch.device(device).type == "cuda"
     if kernel == "auto":
-        if on_cuda and cuda_scan_available():
+        if on_cuda and cuda_kernels_available():
             return "cuda"
         if on_cuda and has_fused_scan():
             return "mamba_ssm"
         return "triton" if on_cuda and triton_installed() else "torch"
     if kernel in ("cuda", "triton", "mamba_ssm") and not on_cuda:
         raise RuntimeError(f"Mamba kernel {kernel!r} needs CUDA tensors; use 'torch' (or 'auto') on {device}")
-    if kernel == "cuda" and not cuda_scan_available():
+    if kernel == "cuda" and not cuda_kernels_available():
         raise RuntimeError("Mamba kernel 'cuda' needs torch >= 2.8 (torch.cuda._compile_kernel, NVRTC)")
     if kernel == "triton" and not triton_installed():
         raise RuntimeError("Mamba kernel 'triton' needs Triton (pip install triton; it ships with CUDA torch)")

@@ -79,11 +79,6 @@ class CudaScanConfig:
 DEFAULT_CUDA_CONFIG = CudaScanConfig()
 
 
-def cuda_scan_available() -> bool:
-    """A CUDA device and torch's NVRTC wrapper (torch >= 2.8), the conditions for these kernels."""
-    return cuda_kernels_available()
-
-
 def _kernels(device: torch.device, elem: int, n_state: int, ng: int, ch: int, seg: int, kg: int, has_z: bool,
              softplus: bool):
     """(forward, backward) kernels for one device, storage type, d_state and launch shape (compiled once)."""
@@ -180,7 +175,7 @@ def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     Returns out (B, L, D) in u's dtype (float32, bfloat16 or float16; delta, z, B and C are cast to it);
     differentiable in every tensor argument. CUDA tensors only. `config` overrides the launch shape.
     """
-    if not cuda_scan_available():
+    if not cuda_kernels_available():
         raise RuntimeError("selective_scan_cuda needs a CUDA device and torch >= 2.8 (torch.cuda._compile_kernel)")
     if u.device.type != "cuda":
         raise RuntimeError(f"selective_scan_cuda needs CUDA tensors, got {u.device}")
@@ -203,4 +198,4 @@ def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     return out
 
 
-__all__ = ["DEFAULT_CUDA_CONFIG", "CudaScanConfig", "cuda_scan_available", "selective_scan_cuda"]
+__all__ = ["DEFAULT_CUDA_CONFIG", "CudaScanConfig", "selective_scan_cuda"]
