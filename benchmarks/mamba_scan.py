@@ -117,7 +117,10 @@ SWEEPS = {
         {"reduce_steps": 1}, {"reduce_steps": 4}, {"segment": 16, "reduce_steps": 4}, {"segment": 4},
         {"channels": 64}, {"channels": 16}, {"threads_per_channel": 8, "channels": 16},
         {"threads_per_channel": 8, "channels": 16, "segment": 16, "reduce_steps": 4},
-        {"threads_per_channel": 2, "channels": 32, "reduce_steps": 4})],
+        {"threads_per_channel": 2, "channels": 32, "reduce_steps": 4},
+        # more, smaller blocks: for few rows (batch x d_inner), where the default grid leaves SMs idle
+        {"channels": 8}, {"threads_per_channel": 8, "channels": 8}, {"threads_per_channel": 8, "channels": 4},
+        {"threads_per_channel": 16, "channels": 2})],
 }
 KERNELS = {"cuda": ("msmbench cuda", run_cuda, DEFAULT_CUDA_CONFIG), "triton": ("msmbench triton", run_triton,
                                                                                 DEFAULT_CONFIG)}

@@ -393,6 +393,45 @@ def test_kernel_choice_on_cpu():
         MambaMixer(32, kernel="cudnn")
 
 
+def test_auto_kernel_on_cuda_follows_the_grid(monkeypatch):
+    """On CUDA, "auto" runs our CUDA scan when its grid (one block per 32 rows of batch x d_inner) covers the
+    SMs, and mamba-ssm's kernels below that when installed (they were faster there, BENCHMARKS.md)."""
+    import types
+
+    from msmbench.models import mamba
+
+    monkeypatch.setattr(mamba, "cuda_kernels_available", lambda: True)
+    monkeypatch.setattr(mamba.torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(multi_processor_count=132))
+    for installed, rows, expected in [(True, 2304, "mamba_ssm"), (True, 4224, "cuda"), (True, 4608, "cuda"),
+                                      (True, None, "cuda"), (False, 2304, "cuda")]:
+        monkeypatch.setattr(mamba, "has_fused_scan", lambda installed=installed: installed)
+        assert mamba.resolve_mamba_kernel("auto", "cuda:0", rows=rows) == expected, (installed, rows)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_gpu_auto_kernel_follows_the_batch_and_compiles():
+    """On this GPU, "auto" hands a batch too small for our scan's grid to mamba-ssm and a large one to our CUDA
+    scan; either way the compiled mixer (which reads the SM count while tracing) matches the eager one."""
+    from msmbench.models.mamba import resolve_mamba_kernel
+    from msmbench.ops.nvrtc import cuda_kernels_available
+
+    if not cuda_kernels_available():
+        pytest.skip("needs torch's NVRTC wrapper")
+    torch.manual_seed(3)
+    mixer = MambaMixer(768, d_state=24, d_conv=4, expand=3).cuda()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    if mixer.d_inner // 32 >= sms:
+        pytest.skip(f"batch 1 already fills this GPU's {sms} SMs")
+    for batch, expected in ((1, "mamba_ssm"), (-(-32 * sms // mixer.d_inner), "cuda")):
+        assert resolve_mamba_kernel("auto", "cuda:0", rows=batch * mixer.d_inner) == expected, batch
+        x = torch.randn(batch, 64, 768, device="cuda")
+        torch._dynamo.reset()
+        with torch.no_grad():
+            assert rel_err(torch.compile(mixer)(x), mixer(x)) < 1e-4, batch
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernel", ["cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -3,7 +3,8 @@
 - `MambaMixer` has exactly the parameters of `mamba_ssm.modules.mamba_simple.Mamba` (names, shapes, init),
   so a state_dict moves between the two unchanged. Its `kernel` picks the conv + scan + gating:
   "cuda" runs our CUDA causal conv and CUDA scan (msmbench.ops.causal_conv1d_cuda, .selective_scan_cuda:
-  what "auto" picks on CUDA, the fastest measured, BENCHMARKS.md); "mamba_ssm" runs mamba-ssm's kernels as
+  what "auto" picks on CUDA, the fastest measured, BENCHMARKS.md, except at batches too small to fill the
+  GPU, where it takes mamba-ssm's when installed); "mamba_ssm" runs mamba-ssm's kernels as
   `Mamba` does (the fused `mamba_inner_fn` when causal-conv1d is installed); "triton" runs our PyTorch
   causal conv and our Triton scan (msmbench.ops.selective_scan_triton); "torch" (the CPU path) runs our
   exact chunked scan (msmbench.ops.selective_scan). All four compute the same function.
@@ -36,19 +37,21 @@ from msmbench.ops.causal_conv1d_cuda import causal_conv1d_cuda
 from msmbench.ops.nvrtc import cuda_kernels_available
 from msmbench.ops.selective_scan import (INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels,
                                          selective_scan_chunked)
-from msmbench.ops.selective_scan_cuda import selective_scan_cuda
+from msmbench.ops.selective_scan_cuda import DEFAULT_CUDA_CONFIG, selective_scan_cuda
 from msmbench.ops.selective_scan_triton import selective_scan_triton
 
 MAMBA_KERNELS = ("auto", "cuda", "triton", "mamba_ssm", "torch")
 
 
-def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
-    """"auto" -> on CUDA our CUDA conv and scan (the fastest measured: BENCHMARKS.md), else mamba-ssm's
-    kernels when installed, else our Triton scan; on CPU our PyTorch scan. A named kernel that cannot run
-    here raises."""
+def resolve_mamba_kernel(kernel: str, device: torch.device | str, rows: int | None = None) -> str:
+    """"auto" -> on CUDA our CUDA conv and scan (the fastest measured: BENCHMARKS.md), except that with
+    fewer `rows` (batch x d_inner) than fill the GPU with our scan's blocks, mamba-ssm's kernels when
+    installed (`_scan_fills_gpu`); without our CUDA kernels, mamba-ssm's, else our Triton scan; on CPU our
+    PyTorch scan. A named kernel that cannot run here raises."""
     on_cuda = torch.device(device).type == "cuda"
     if kernel == "auto":
-        if on_cuda and cuda_kernels_available():
+        if on_cuda and cuda_kernels_available() and (
+                rows is None or not has_fused_scan() or _scan_fills_gpu(rows, torch.device(device))):
             return "cuda"
         if on_cuda and has_fused_scan():
             return "mamba_ssm"
@@ -62,6 +65,15 @@ def resolve_mamba_kernel(kernel: str, device: torch.device | str) -> str:
     if kernel == "mamba_ssm" and not has_fused_scan():
         raise RuntimeError(f"Mamba kernel 'mamba_ssm' needs mamba-ssm: {INSTALL_HINT}")
     return kernel
+
+
+def _scan_fills_gpu(rows: int, device: torch.device) -> bool:
+    """Whether our CUDA scan, one block per `channels` rows walking time step by step, has a block for every
+    SM. With fewer, mamba-ssm's scan, which also splits time over a block's threads, was the faster: Base at
+    batch 1 (72 blocks on 132 SMs) 1.4-1.5x our step, at batch 2 (144 blocks) 0.95x (BENCHMARKS.md)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return -(-rows // DEFAULT_CUDA_CONFIG.channels) >= sms
+
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the released code's norm_epsilon
 
@@ -144,7 +156,7 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         """hidden_states: [B, L, D] -> [B, L, D]."""
-        kernel = resolve_mamba_kernel(self.kernel, hidden_states.device)
+        kernel = resolve_mamba_kernel(self.kernel, hidden_states.device, rows=hidden_states.shape[0] * self.d_inner)
         if kernel == "mamba_ssm":
             return self._forward_mamba_ssm(hidden_states)
         scan = {"cuda": selective_scan_cuda, "triton": selective_scan_triton}.get(
