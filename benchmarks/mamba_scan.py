@@ -23,7 +23,7 @@ from msmbench.bench import command_line, cuda_time_ms, machine_info
 from msmbench.io import write_json
 from msmbench.ops import triton_installed
 from msmbench.ops.selective_scan import has_fused_scan, mamba_kernels
-from msmbench.ops.selective_scan_cuda import DEFAULT_CUDA_CONFIG, selective_scan_cuda
+from msmbench.ops.selective_scan_cuda import DEFAULT_CUDA_CONFIG, launch_config, selective_scan_cuda
 from msmbench.ops.selective_scan_triton import DEFAULT_CONFIG, selective_scan_triton
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -122,8 +122,7 @@ SWEEPS = {
         {"channels": 8}, {"threads_per_channel": 8, "channels": 8}, {"threads_per_channel": 8, "channels": 4},
         {"threads_per_channel": 16, "channels": 2})],
 }
-KERNELS = {"cuda": ("msmbench cuda", run_cuda, DEFAULT_CUDA_CONFIG), "triton": ("msmbench triton", run_triton,
-                                                                                DEFAULT_CONFIG)}
+KERNELS = {"cuda": ("msmbench cuda", run_cuda), "triton": ("msmbench triton", run_triton)}
 
 
 def main(argv=None) -> int:
@@ -137,7 +136,9 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("mamba_scan: skipped: needs CUDA")
         return 0
-    kernels = {k: v for k, v in KERNELS.items() if k != "triton" or triton_installed()}
+    # Without --sweep each kernel runs the launch shape a call without `config` gets at this batch.
+    shapes = {"cuda": launch_config(a.batch * 2304, torch.device("cuda")), "triton": DEFAULT_CONFIG}
+    kernels = {k: (*v, shapes[k]) for k, v in KERNELS.items() if k != "triton" or triton_installed()}
     record = {"benchmark": "mamba_scan", "command": command_line(), "machine": machine_info(),
               "shape": {"batch": a.batch, "length": a.length, "d_inner": 2304, "d_state": 24}, "rows": [],
               "parity_vs_mamba_ssm_fp32": {}}

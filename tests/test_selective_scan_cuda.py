@@ -22,7 +22,13 @@ from test_selective_scan_triton import (
     case_errors,
 )
 
-from msmbench.ops.selective_scan_cuda import CudaScanConfig, selective_scan_cuda
+from msmbench.ops.selective_scan_cuda import (
+    DEFAULT_CUDA_CONFIG,
+    FEW_ROWS_CUDA_CONFIG,
+    CudaScanConfig,
+    launch_config,
+    selective_scan_cuda,
+)
 
 CONFIGS = {
     "default": CudaScanConfig(),
@@ -30,6 +36,7 @@ CONFIGS = {
     "two_lanes": CudaScanConfig(threads_per_channel=2, channels=32, segment=24, reduce_steps=4),
     "eight_lanes": CudaScanConfig(threads_per_channel=8, channels=8, segment=1, reduce_steps=1),
     "long_segment": CudaScanConfig(segment=16, reduce_steps=4),
+    "few_rows": FEW_ROWS_CUDA_CONFIG,   # what a call without `config` runs when its rows leave SMs idle
 }
 
 
@@ -85,6 +92,19 @@ def test_config_checked():
         CudaScanConfig(channels=64, segment=16).check(24)
     for config in CONFIGS.values():
         config.check(24)
+
+
+def test_launch_config_follows_the_grid(monkeypatch):
+    """Without `config`, the default launch shape when its grid (one block per 32 rows) covers the SMs, else
+    the few-rows shape with 4x the blocks."""
+    import types
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(
+        multi_processor_count=132))
+    cuda = torch.device("cuda", 0)
+    assert launch_config(2304, cuda) == FEW_ROWS_CUDA_CONFIG       # Base at batch 1: 72 blocks
+    assert launch_config(132 * 32, cuda) == DEFAULT_CUDA_CONFIG
+    assert launch_config(4608, cuda) == DEFAULT_CUDA_CONFIG         # Base at batch 2: 144 blocks
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")

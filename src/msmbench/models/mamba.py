@@ -37,7 +37,7 @@ from msmbench.ops.causal_conv1d_cuda import causal_conv1d_cuda
 from msmbench.ops.nvrtc import cuda_kernels_available
 from msmbench.ops.selective_scan import (INSTALL_HINT, causal_conv1d, has_fused_scan, mamba_kernels,
                                          selective_scan_chunked)
-from msmbench.ops.selective_scan_cuda import DEFAULT_CUDA_CONFIG, selective_scan_cuda
+from msmbench.ops.selective_scan_cuda import default_grid_fills_gpu, selective_scan_cuda
 from msmbench.ops.selective_scan_triton import selective_scan_triton
 
 MAMBA_KERNELS = ("auto", "cuda", "triton", "mamba_ssm", "torch")
@@ -45,13 +45,14 @@ MAMBA_KERNELS = ("auto", "cuda", "triton", "mamba_ssm", "torch")
 
 def resolve_mamba_kernel(kernel: str, device: torch.device | str, rows: int | None = None) -> str:
     """"auto" -> on CUDA our CUDA conv and scan (the fastest measured: BENCHMARKS.md), except that with
-    fewer `rows` (batch x d_inner) than fill the GPU with our scan's blocks, mamba-ssm's kernels when
-    installed (`_scan_fills_gpu`); without our CUDA kernels, mamba-ssm's, else our Triton scan; on CPU our
-    PyTorch scan. A named kernel that cannot run here raises."""
+    fewer `rows` (batch x d_inner) than give our scan's default grid a block per SM (`default_grid_fills_gpu`)
+    it takes mamba-ssm's kernels when installed: Base at batch 1 (72 blocks on an H100's 132 SMs) ran its
+    step 1.4-1.5x faster on them, at batch 2 (144 blocks) 0.95x. Without our CUDA kernels, mamba-ssm's, else
+    our Triton scan; on CPU our PyTorch scan. A named kernel that cannot run here raises."""
     on_cuda = torch.device(device).type == "cuda"
     if kernel == "auto":
         if on_cuda and cuda_kernels_available() and (
-                rows is None or not has_fused_scan() or _scan_fills_gpu(rows, torch.device(device))):
+                rows is None or not has_fused_scan() or default_grid_fills_gpu(rows, torch.device(device))):
             return "cuda"
         if on_cuda and has_fused_scan():
             return "mamba_ssm"
@@ -65,14 +66,6 @@ def resolve_mamba_kernel(kernel: str, device: torch.device | str, rows: int | No
     if kernel == "mamba_ssm" and not has_fused_scan():
         raise RuntimeError(f"Mamba kernel 'mamba_ssm' needs mamba-ssm: {INSTALL_HINT}")
     return kernel
-
-
-def _scan_fills_gpu(rows: int, device: torch.device) -> bool:
-    """Whether our CUDA scan, one block per `channels` rows walking time step by step, has a block for every
-    SM. With fewer, mamba-ssm's scan, which also splits time over a block's threads, was the faster: Base at
-    batch 1 (72 blocks on 132 SMs) 1.4-1.5x our step, at batch 2 (144 blocks) 0.95x (BENCHMARKS.md)."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return -(-rows // DEFAULT_CUDA_CONFIG.channels) >= sms
 
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)  # the released code's norm_epsilon

@@ -77,6 +77,21 @@ class CudaScanConfig:
 
 
 DEFAULT_CUDA_CONFIG = CudaScanConfig()
+# For rows (batch x d_inner) too few to give the default a block per SM: twice the lanes a channel, half the
+# channels a block, so 4x the blocks and half the states per thread. Base at batch 1 x 64,001: 60.2 ms fwd +
+# bwd against the default's 85.7 (the best of the sweep, BENCHMARKS.md); at batch 4 it is the slower one.
+FEW_ROWS_CUDA_CONFIG = CudaScanConfig(threads_per_channel=8, channels=16, segment=16, reduce_steps=4)
+
+
+def default_grid_fills_gpu(rows: int, device: torch.device) -> bool:
+    """Whether the default launch shape, one block per `channels` rows, has a block for every SM of `device`."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return -(-rows // DEFAULT_CUDA_CONFIG.channels) >= sms
+
+
+def launch_config(rows: int, device: torch.device) -> CudaScanConfig:
+    """The launch shape for `rows` independent recurrences (batch x d_inner) on `device`."""
+    return DEFAULT_CUDA_CONFIG if default_grid_fills_gpu(rows, device) else FEW_ROWS_CUDA_CONFIG
 
 
 def _kernels(device: torch.device, elem: int, n_state: int, ng: int, ch: int, seg: int, kg: int, has_z: bool,
@@ -173,7 +188,8 @@ def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     """Selective scan, channels-last: u, delta, z (B, L, D); A (D, N); B, C (B, L, N); D, delta_bias (D,).
 
     Returns out (B, L, D) in u's dtype (float32, bfloat16 or float16; delta, z, B and C are cast to it);
-    differentiable in every tensor argument. CUDA tensors only. `config` overrides the launch shape.
+    differentiable in every tensor argument. CUDA tensors only. `config` overrides the launch shape
+    (`launch_config`'s choice by the number of rows).
     """
     if not cuda_kernels_available():
         raise RuntimeError("selective_scan_cuda needs a CUDA device and torch >= 2.8 (torch.cuda._compile_kernel)")
@@ -183,7 +199,7 @@ def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
         raise ValueError(f"selective_scan_cuda computes in float32 from float32, bfloat16 or float16 inputs; "
                          f"got u of {u.dtype}")
     check_channels_last(u, A, B, C)
-    cfg = config or DEFAULT_CUDA_CONFIG
+    cfg = config or launch_config(u.shape[0] * u.shape[2], u.device)
     cfg.check(A.shape[1])
     dtype = u.dtype
     u, delta, B, C = (_rows(t, dtype) for t in (u, delta, B, C))
@@ -198,4 +214,5 @@ def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     return out
 
 
-__all__ = ["DEFAULT_CUDA_CONFIG", "CudaScanConfig", "selective_scan_cuda"]
+__all__ = ["DEFAULT_CUDA_CONFIG", "FEW_ROWS_CUDA_CONFIG", "CudaScanConfig", "default_grid_fills_gpu", "launch_config",
+           "selective_scan_cuda"]
