@@ -2,8 +2,9 @@
 
 Same cases, inputs, error measure and tolerances as the Triton kernel's tests (test_selective_scan_triton):
 fp32 inputs 1e-5; bf16 inputs 1e-2 for what is returned in bf16, 1e-5 for the fp32 gradients. The launch
-shapes below cover a channel's states on 1, 2, 4 and 8 lanes (N = 5 and 24 padded), segments of 1, 5, 16
-and 32 steps (L not a multiple of them) and channel counts that do not divide D. Without CUDA only the
+shapes below cover a channel's states on 1, 2, 4 and 8 lanes (N = 5 and 24 padded), segments of 1, 5, 8, 16
+and 24 steps (L not a multiple of them) and channel counts that do not divide D, among them both shapes a
+call without `config` can get (the default and the few-rows one). Without CUDA only the
 argument checks and the custom ops' shape functions run.
 """
 
