@@ -416,15 +416,17 @@ def test_gpu_auto_kernel_follows_the_batch_and_compiles():
     scan; either way the compiled mixer (which reads the SM count while tracing) matches the eager one."""
     from msmbench.models.mamba import resolve_mamba_kernel
     from msmbench.ops.nvrtc import cuda_kernels_available
+    from msmbench.ops.selective_scan_cuda import DEFAULT_CUDA_CONFIG, default_grid_fills_gpu
 
     if not cuda_kernels_available():
         pytest.skip("needs torch's NVRTC wrapper")
     torch.manual_seed(3)
     mixer = MambaMixer(768, d_state=24, d_conv=4, expand=3).cuda()
+    if default_grid_fills_gpu(mixer.d_inner, torch.device("cuda", 0)):
+        pytest.skip("batch 1 already gives our scan a block per SM on this GPU")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    if mixer.d_inner // 32 >= sms:
-        pytest.skip(f"batch 1 already fills this GPU's {sms} SMs")
-    for batch, expected in ((1, "mamba_ssm"), (-(-32 * sms // mixer.d_inner), "cuda")):
+    filling_batch = -(-DEFAULT_CUDA_CONFIG.channels * sms // mixer.d_inner)
+    for batch, expected in ((1, "mamba_ssm"), (filling_batch, "cuda")):
         assert resolve_mamba_kernel("auto", "cuda:0", rows=batch * mixer.d_inner) == expected, batch
         x = torch.randn(batch, 64, 768, device="cuda")
         torch._dynamo.reset()
