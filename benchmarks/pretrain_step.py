@@ -9,7 +9,8 @@ implementation in the style of the released code and our fast path:
     transformer  released: explicit softmax attention, fp16 autocast + GradScaler, | ours: SDPA, bf16, compiled;
                            autograd's packed q, k, v gradient and its                bf16 residual stream;
                            fc1 + GELU gradient                                       CUDA graphs; q, k, v
-                                                                                     gradients not packed; fc1
+                                                                                     gradients not packed; k
+                                                                                     and v biases folded; fc1
                                                                                      + GELU backward fused
     mamba        released: mamba-ssm's kernels as its Mamba module calls them      | ours: CUDA scan (kernel
                                                                                      "cuda": our CUDA conv and
@@ -52,6 +53,8 @@ ROWS = {
                      torch.bfloat16, "reduce-overhead"),
                     ("ours: SDPA, bf16, bf16 residual, packed qkv gradient, compiled, CUDA graphs",
                      {"residual": "autocast", "qkv_grad": "packed"}, torch.bfloat16, "reduce-overhead"),
+                    ("ours: SDPA, bf16, bf16 residual, k and v biases added directly, compiled, CUDA graphs",
+                     {"residual": "autocast", "kv_bias": "direct"}, torch.bfloat16, "reduce-overhead"),
                     ("ours: SDPA, bf16, bf16 residual, autograd fc1 + GELU gradient, compiled, CUDA graphs",
                      {"residual": "autocast", "mlp_grad": "autograd"}, torch.bfloat16, "reduce-overhead")],
     "mamba": [("released: mamba-ssm kernels", {"kernel": "mamba_ssm"}, torch.bfloat16, False),

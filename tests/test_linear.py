@@ -56,6 +56,22 @@ def test_unused_chunk_gets_zero_gradient():
     assert weight.grad[:4].abs().sum() == 0 and weight.grad[8:].abs().sum() == 0
 
 
+def test_unbiased_chunks_add_no_bias_and_get_no_bias_gradient():
+    """biased=(0,): chunks 1 and 2 are F.linear without their bias slices, whose gradients are exact zeros;
+    everything else is autograd's."""
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 7, 8), torch.randn(12, 8), torch.randn(12)
+    cotangents = torch.randn(3, 2, 7, 4)
+    keep = torch.tensor([1.0] * 4 + [0.0] * 8)
+    outs_ref, ref = gradients(lambda x, w, b: linear_chunks(x, w, b * keep, 3), [x, weight, bias], cotangents, False)
+    outs, got = gradients(lambda x, w, b: linear_chunks(x, w, b, 3, biased=(0,)), [x, weight, bias], cotangents, False)
+    for g, r in zip(outs + got, outs_ref + ref):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+    assert torch.equal(got[2][4:], torch.zeros(8)) and got[2][:4].abs().sum() > 0
+    with pytest.raises(ValueError, match="biased"):
+        linear_chunks(x, weight, bias, 3, biased=(3,))
+
+
 def test_matmul_sum_and_bad_chunks():
     a, b = [torch.randn(6, 4) for _ in range(3)], [torch.randn(4, 5) for _ in range(3)]
     torch.testing.assert_close(matmul_sum(a, b), sum(x @ y for x, y in zip(a, b)))
@@ -91,6 +107,19 @@ def test_linear_gelu_matches_autograd():
                 assert outs[0].dtype == outs_ref[0].dtype
                 for g, r in zip(outs + got, outs_ref + ref):
                     torch.testing.assert_close(g, r, rtol=tol, atol=tol)
+
+
+def test_linear_gelu_forward_is_atens_gelu_in_one_opaque_op():
+    """The forward's GELU is ATen's (same values as F.gelu) and reaches a tracer as one op, so torch.compile
+    calls ATen's kernel instead of generating its own."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from msmbench.models.linear import aten_gelu
+    x = torch.randn(64, 32)
+    assert torch.equal(aten_gelu(x), F.gelu(x))
+    graph = make_fx(linear_gelu)(torch.randn(3, 8), torch.randn(16, 8), torch.randn(16)).graph
+    targets = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+    assert "msmbench.aten_gelu.default" in targets and "aten.gelu.default" not in targets
 
 
 def test_gelu_backward_colsum_reference_and_bad_shapes():
@@ -142,11 +171,11 @@ def test_gpu_fused_gelu_backward_matches_reference(dtype, shape):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("option", [{"qkv_grad": "packed"}, {"mlp_grad": "autograd"}])
+@pytest.mark.parametrize("option", [{"qkv_grad": "packed"}, {"kv_bias": "direct"}, {"mlp_grad": "autograd"}])
 def test_gpu_hand_written_gradients_match_autograd_under_bf16(option):
-    """On the GPU path (bf16 autocast, fused attention, and compiled by Inductor, where `matmul_sum` and
-    `gelu_backward_colsum` are opaque ops) the split q, k, v backward and the fused fc1 + GELU backward give
-    autograd's gradients within bf16 rounding."""
+    """On the GPU path (bf16 autocast, fused attention, and compiled by Inductor, where `matmul_sum`,
+    `aten_gelu` and `gelu_backward_colsum` are opaque ops) the split q, k, v backward, the folded key and value
+    biases and the fused fc1 + GELU give autograd's gradients within bf16 rounding."""
     from msmbench.models.registry import backbone_config, build_backbone
 
     def grads(run, model, x):

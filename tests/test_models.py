@@ -169,6 +169,37 @@ def test_hand_written_gradients_match_autograd(option, autograd_value):
         build_backbone("transformer", backbone_config("transformer", "cpu", **{option: "both"}))
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_folded_key_and_value_biases_are_exact(attention):
+    """kv_bias="folded" (b_k left out, b_v moved through attention into proj's bias) is the released
+    placement ("direct") in float64: same output, same gradient for every parameter, to rounding, with
+    trained (nonzero) biases. b_k gets exact zeros, where autograd's gradient for it is zero to rounding: the
+    output cannot depend on it."""
+    torch.manual_seed(0)
+    folded = build_backbone("transformer", backbone_config("transformer", "cpu", attention=attention)).double()
+    direct = build_backbone("transformer", backbone_config("transformer", "cpu", attention=attention,
+                                                           kv_bias="direct")).double()
+    with torch.no_grad():
+        for p in folded.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    direct.load_state_dict(folded.state_dict())
+    x = torch.randn(2, 37, 64, dtype=torch.float64)
+    y_folded, y_direct = folded(x), direct(x)
+    torch.testing.assert_close(y_folded, y_direct, rtol=1e-12, atol=1e-12)
+    y_folded.square().sum().backward()
+    y_direct.square().sum().backward()
+    D = 64
+    for block_folded, block_direct in zip(folded.blocks, direct.blocks):
+        g_folded, g_direct = block_folded.attn.qkv.bias.grad, block_direct.attn.qkv.bias.grad
+        assert torch.equal(g_folded[D:2 * D], torch.zeros(D, dtype=torch.float64))
+        assert g_direct[D:2 * D].abs().max() < 1e-12 * g_direct.abs().max()
+        assert g_direct[2 * D:].abs().max() > 1e-3  # the value bias does get a gradient, through proj
+    for (name, p), q in zip(folded.named_parameters(), direct.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-11, msg=name)
+    with pytest.raises(ValueError, match="kv_bias"):
+        build_backbone("transformer", backbone_config("transformer", "cpu", kv_bias="none"))
+
+
 def test_autocast_residual_stream():
     """residual="autocast" carries the stream in the autocast dtype: identical to float32 without autocast,
     within bf16 rounding of it under autocast, and its blocks' outputs really are bf16."""

@@ -8,6 +8,18 @@ Two backward passes of the q, k, v projection with one set of weights: `qkv_grad
 attention's three gradients go straight into their GEMMs) and `qkv_grad="packed"` (nn.Linear, what autograd
 derives: the gradients are stacked into one [B, L, 3D] tensor first).
 
+Two exact placements of the key and value biases with one set of weights (with `qkv_grad="split"`):
+`kv_bias="folded"` and `"direct"` (added to k and v, as the released code does). Folded:
+- the key bias is left out. It adds q . b_k to all of a query's scores, which softmax ignores, so the output
+  cannot depend on it: its exact gradient is zero (autograd's column sum of dk returns rounding noise, which
+  Adam's normalisation turns into a random walk of a parameter that changes nothing; Whisper's key
+  projection has no bias). b_k keeps its value, and released checkpoints load unchanged;
+- the value bias moves through attention into proj's bias: each row of softmax weights sums to one, so
+  attention(q, k, v + b_v) = attention(q, k, v) + b_v, and proj(y + b_v) = y Wp^T + (b_p + Wp b_v). Autograd
+  through that small matrix-vector product gives b_v, Wp and b_p the same gradients as before.
+The function and every gradient are unchanged up to rounding; the backward saves two column sums over
+[tokens, width] gradients per layer (the q, k, v GEMMs then add only q's bias).
+
 Two backward passes of the MLP's fc1 + GELU with one set of weights: `mlp_grad="fused"` (`linear_gelu`: GELU's
 gradient and fc1's bias gradient in one pass over memory) and `mlp_grad="autograd"` (a second pass for the
 bias gradient).
@@ -43,6 +55,7 @@ class TransformerConfig:
     attention: str = "sdpa"  # "sdpa" (fused) | "explicit" (reference)
     residual: str = "float32"  # "float32" (released AMP recipe) | "autocast" (stream in the autocast dtype)
     qkv_grad: str = "split"  # "split" (linear_chunks) | "packed" (autograd through nn.Linear)
+    kv_bias: str = "folded"  # "folded" (b_k left out, b_v moved into proj's bias: exact) | "direct"; needs "split"
     mlp_grad: str = "fused"  # "fused" (linear_gelu) | "autograd" (through nn.Linear and F.gelu)
 
 
@@ -55,17 +68,21 @@ class Attention(nn.Module):
             raise ValueError(f"attention must be 'sdpa' or 'explicit', got {cfg.attention!r}")
         if cfg.qkv_grad not in ("split", "packed"):
             raise ValueError(f"qkv_grad must be 'split' or 'packed', got {cfg.qkv_grad!r}")
+        if cfg.kv_bias not in ("folded", "direct"):
+            raise ValueError(f"kv_bias must be 'folded' or 'direct', got {cfg.kv_bias!r}")
         self.heads = cfg.heads
         self.use_sdpa = cfg.attention == "sdpa"
         self.split_grad = cfg.qkv_grad == "split"
+        self.fold_kv_bias = self.split_grad and cfg.kv_bias == "folded" and cfg.qkv_bias
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
     def forward(self, x: Tensor) -> Tensor:
         B, L, D = x.shape
         if self.split_grad:
-            q, k, v = (t.view(B, L, self.heads, -1).transpose(1, 2)
-                       for t in linear_chunks(x, self.qkv.weight, self.qkv.bias, chunks=3))  # 3 x [B, H, L, d]
+            biased = (0,) if self.fold_kv_bias else (0, 1, 2)  # of q, k, v
+            chunks = linear_chunks(x, self.qkv.weight, self.qkv.bias, 3, biased)
+            q, k, v = (t.view(B, L, self.heads, -1).transpose(1, 2) for t in chunks)  # 3 x [B, H, L, d]
         else:
             q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if self.use_sdpa:
@@ -73,7 +90,14 @@ class Attention(nn.Module):
         else:
             attn = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
             y = attn.softmax(dim=-1) @ v
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+        return F.linear(y.transpose(1, 2).reshape(B, L, D), self.proj.weight, self.proj_bias())
+
+    def proj_bias(self) -> Tensor:
+        if not self.fold_kv_bias:
+            return self.proj.bias
+        value_bias = self.qkv.bias[2 * self.proj.in_features:]
+        with torch.autocast(value_bias.device.type, enabled=False):  # in the parameters' float32
+            return self.proj.bias + self.proj.weight @ value_bias
 
 
 class MLP(nn.Module):
