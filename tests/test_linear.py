@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from msmbench.models.linear import linear_chunks, linear_gelu, matmul_sum
+from msmbench.models.linear import aten_gelu, linear_chunks, linear_gelu, matmul_sum
 from msmbench.ops.gelu import gelu_backward_colsum, gelu_backward_colsum_ref
 
 
@@ -114,7 +114,6 @@ def test_linear_gelu_forward_is_atens_gelu_in_one_opaque_op():
     calls ATen's kernel instead of generating its own."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from msmbench.models.linear import aten_gelu
     x = torch.randn(64, 32)
     assert torch.equal(aten_gelu(x), F.gelu(x))
     graph = make_fx(linear_gelu)(torch.randn(3, 8), torch.randn(16, 8), torch.randn(16)).graph

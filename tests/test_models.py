@@ -188,7 +188,7 @@ def test_folded_key_and_value_biases_are_exact(attention):
     torch.testing.assert_close(y_folded, y_direct, rtol=1e-12, atol=1e-12)
     y_folded.square().sum().backward()
     y_direct.square().sum().backward()
-    D = 64
+    D = folded.dim
     for block_folded, block_direct in zip(folded.blocks, direct.blocks):
         g_folded, g_direct = block_folded.attn.qkv.bias.grad, block_direct.attn.qkv.bias.grad
         assert torch.equal(g_folded[D:2 * D], torch.zeros(D, dtype=torch.float64))
